@@ -1,0 +1,67 @@
+// The narrow interface between the runtime and whatever computes: a backend runs these few
+// operations on activations in buffers it allocated and on weights staged by the runtime. The
+// runtime never knows which backend it drives. The CPU backend is the only one so far.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "format/dtype.h"
+
+namespace lw {
+
+// A row-major matrix [rows, cols] (or a vector: rows = 1) in the dtype it was stored in.
+struct WeightView {
+  const void* data = nullptr;
+  DType dtype = DType::F32;
+  int64_t rows = 0, cols = 0;
+};
+
+// The keys and values of one layer for every sequence: sequence s, position p starts at
+// k + s * sequence_stride + p * kv_dim (same for v).
+struct KvLayer {
+  float* k = nullptr;
+  float* v = nullptr;
+  size_t sequence_stride = 0;
+  int kv_dim = 0;
+};
+
+// One forward pass's tokens: token t belongs to sequence sequences[t] at position positions[t].
+struct TokenPlacement {
+  int count = 0;
+  const int32_t* positions = nullptr;
+  const int32_t* sequences = nullptr;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+  virtual int threads() const = 0;
+
+  // Activation memory, owned by the backend (host memory for the CPU backend).
+  virtual float* allocate(size_t floats) = 0;
+  virtual void release(float* buffer) = 0;
+
+  // y[t, r] = sum_c x[t, c] * w[r, c] + bias[r]   for t < tokens, r < w.rows; bias may be null.
+  virtual void matmul(float* y, const float* x, int tokens, const WeightView& w, const WeightView* bias) = 0;
+  // y[t] = x[t] / rms(x[t]) * weight, row by row.
+  virtual void rmsnorm(float* y, const float* x, int tokens, const WeightView& weight, float eps) = 0;
+  // Rotates each head of x[t] ([heads * head_dim]) by its position, half-split ("rotate_half") layout.
+  virtual void rope(float* x, const TokenPlacement& placement, int heads, int head_dim, const float* inverse_frequencies) = 0;
+  // Writes the keys and values of these tokens into the cache at their sequence and position.
+  virtual void store_kv(const KvLayer& cache, const float* k, const float* v, const TokenPlacement& placement) = 0;
+  // Causal attention of each token over its sequence's cached positions 0..position, computed in
+  // tiles with an online softmax: no score matrix is ever materialised.
+  virtual void attention(float* out, const float* q, const KvLayer& cache, const TokenPlacement& placement, int heads,
+                         int kv_heads, int head_dim) = 0;
+  // gate = silu(gate) * up, elementwise.
+  virtual void swiglu(float* gate, const float* up, size_t n) = 0;
+  // y += x, elementwise.
+  virtual void add(float* y, const float* x, size_t n) = 0;
+};
+
+// threads <= 0: all cores.
+std::unique_ptr<Backend> make_cpu_backend(int threads);
+
+}  // namespace lw

@@ -1,0 +1,232 @@
+// The CPU backend: OpenMP across cores, inner loops vectorised by the compiler for the best
+// instruction set the CPU offers (function clones chosen at load time).
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define LW_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define LW_CLONES
+#endif
+
+#include "backend/backend.h"
+#include "common/error.h"
+
+namespace lw {
+namespace {
+
+LW_CLONES float dot(const float* a, const float* b, int64_t n) {
+  float sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < n; i++) sum += a[i] * b[i];
+  return sum;
+}
+
+// Four dot products sharing one pass over x: x is loaded once for four weight rows.
+LW_CLONES void dot4(const float* x, const float* w0, const float* w1, const float* w2, const float* w3, int64_t n,
+                    float* out) {
+  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+  for (int64_t i = 0; i < n; i++) {
+    s0 += x[i] * w0[i];
+    s1 += x[i] * w1[i];
+    s2 += x[i] * w2[i];
+    s3 += x[i] * w3[i];
+  }
+  out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
+}
+
+LW_CLONES void axpy(float* y, float a, const float* x, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+LW_CLONES void bf16_row_to_f32(const uint16_t* in, float* out, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; i++) {
+    uint32_t bits = static_cast<uint32_t>(in[i]) << 16;
+    std::memcpy(&out[i], &bits, 4);
+  }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,f16c"))) void f16_row_to_f32_f16c(const uint16_t* in, float* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i))));
+  for (; i < n; i++) out[i] = f16_to_f32(in[i]);
+}
+const bool kHasF16c = __builtin_cpu_supports("f16c");
+#endif
+
+void f16_row_to_f32(const uint16_t* in, float* out, int64_t n) {
+#if defined(__x86_64__)
+  if (kHasF16c) return f16_row_to_f32_f16c(in, out, n);
+#endif
+  for (int64_t i = 0; i < n; i++) out[i] = f16_to_f32(in[i]);
+}
+
+// A pointer to row r of w as float32: the row itself, or a conversion into `scratch`.
+const float* row_as_f32(const WeightView& w, int64_t r, float* scratch) {
+  const char* base = static_cast<const char*>(w.data) + static_cast<size_t>(r * w.cols) * dtype_size(w.dtype);
+  switch (w.dtype) {
+    case DType::F32: return reinterpret_cast<const float*>(base);
+    case DType::F16: f16_row_to_f32(reinterpret_cast<const uint16_t*>(base), scratch, w.cols); return scratch;
+    case DType::BF16: bf16_row_to_f32(reinterpret_cast<const uint16_t*>(base), scratch, w.cols); return scratch;
+  }
+  return nullptr;
+}
+
+std::vector<float> vector_as_f32(const WeightView& w) {
+  std::vector<float> out(static_cast<size_t>(w.rows * w.cols));
+  convert_to_f32(w.data, w.dtype, out.size(), out.data());
+  return out;
+}
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int threads) : threads_(threads > 0 ? threads : omp_get_num_procs()) {}
+
+  const char* name() const override { return "cpu"; }
+  int threads() const override { return threads_; }
+
+  float* allocate(size_t floats) override {
+    size_t bytes = (std::max<size_t>(floats, 1) * sizeof(float) + 63) / 64 * 64;
+    void* memory = std::aligned_alloc(64, bytes);
+    if (!memory) fail("out of memory allocating " + std::to_string(bytes) + " bytes of activations");
+    std::memset(memory, 0, bytes);
+    return static_cast<float*>(memory);
+  }
+  void release(float* buffer) override { std::free(buffer); }
+
+  void matmul(float* y, const float* x, int tokens, const WeightView& w, const WeightView* bias) override {
+    const int64_t rows = w.rows, cols = w.cols;
+    std::vector<float> bias_f32 = bias ? vector_as_f32(*bias) : std::vector<float>();
+    const int64_t blocks = (rows + 3) / 4;
+#pragma omp parallel num_threads(threads_)
+    {
+      std::vector<float> scratch(static_cast<size_t>(4 * cols));
+#pragma omp for schedule(static)
+      for (int64_t block = 0; block < blocks; block++) {
+        const int64_t r0 = block * 4, count = std::min<int64_t>(4, rows - r0);
+        const float* row[4];
+        for (int64_t i = 0; i < 4; i++) row[i] = row_as_f32(w, r0 + std::min(i, count - 1), scratch.data() + i * cols);
+        for (int t = 0; t < tokens; t++) {
+          float out[4];
+          dot4(x + t * cols, row[0], row[1], row[2], row[3], cols, out);
+          for (int64_t i = 0; i < count; i++) y[t * rows + r0 + i] = out[i] + (bias ? bias_f32[r0 + i] : 0.0f);
+        }
+      }
+    }
+  }
+
+  void rmsnorm(float* y, const float* x, int tokens, const WeightView& weight, float eps) override {
+    const int64_t dim = weight.cols * weight.rows;
+    std::vector<float> gain = vector_as_f32(weight);
+#pragma omp parallel for num_threads(threads_) schedule(static) if (tokens > 1)
+    for (int t = 0; t < tokens; t++) {
+      const float* in = x + t * dim;
+      float* out = y + t * dim;
+      float mean_square = dot(in, in, dim) / static_cast<float>(dim);
+      float scale = 1.0f / std::sqrt(mean_square + eps);
+      for (int64_t i = 0; i < dim; i++) out[i] = gain[i] * (in[i] * scale);
+    }
+  }
+
+  void rope(float* x, const TokenPlacement& placement, int heads, int head_dim, const float* inverse_frequencies) override {
+    const int half = head_dim / 2;
+#pragma omp parallel for num_threads(threads_) schedule(static) if (placement.count > 1)
+    for (int t = 0; t < placement.count; t++) {
+      std::vector<float> cosines(half), sines(half);
+      for (int i = 0; i < half; i++) {
+        // The angle is rounded to float32 as in transformers; cos/sin are then exact to 1 ulp.
+        float angle = static_cast<float>(placement.positions[t]) * inverse_frequencies[i];
+        cosines[i] = static_cast<float>(std::cos(static_cast<double>(angle)));
+        sines[i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+      }
+      for (int h = 0; h < heads; h++) {
+        float* v = x + (static_cast<int64_t>(t) * heads + h) * head_dim;
+        for (int i = 0; i < half; i++) {
+          float a = v[i], b = v[i + half];
+          v[i] = a * cosines[i] - b * sines[i];
+          v[i + half] = b * cosines[i] + a * sines[i];
+        }
+      }
+    }
+  }
+
+  void store_kv(const KvLayer& cache, const float* k, const float* v, const TokenPlacement& placement) override {
+    for (int t = 0; t < placement.count; t++) {
+      size_t at = placement.sequences[t] * cache.sequence_stride + static_cast<size_t>(placement.positions[t]) * cache.kv_dim;
+      std::memcpy(cache.k + at, k + static_cast<size_t>(t) * cache.kv_dim, cache.kv_dim * sizeof(float));
+      std::memcpy(cache.v + at, v + static_cast<size_t>(t) * cache.kv_dim, cache.kv_dim * sizeof(float));
+    }
+  }
+
+  void attention(float* out, const float* q, const KvLayer& cache, const TokenPlacement& placement, int heads,
+                 int kv_heads, int head_dim) override {
+    constexpr int kTile = 64;
+    const int group = heads / kv_heads;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    const int64_t tasks = static_cast<int64_t>(placement.count) * heads;
+#pragma omp parallel num_threads(threads_) if (tasks > 1)
+    {
+      std::vector<float> scores(kTile), accumulator(head_dim);
+#pragma omp for schedule(dynamic, 4)
+      for (int64_t task = 0; task < tasks; task++) {
+        const int t = static_cast<int>(task / heads), h = static_cast<int>(task % heads);
+        const float* query = q + (static_cast<int64_t>(t) * heads + h) * head_dim;
+        const size_t base = placement.sequences[t] * cache.sequence_stride + static_cast<size_t>(h / group) * head_dim;
+        const int length = placement.positions[t] + 1;
+        float running_max = -std::numeric_limits<float>::infinity(), running_sum = 0;
+        std::fill(accumulator.begin(), accumulator.end(), 0.0f);
+        for (int start = 0; start < length; start += kTile) {
+          const int count = std::min(kTile, length - start);
+          float tile_max = -std::numeric_limits<float>::infinity();
+          for (int j = 0; j < count; j++) {
+            scores[j] = dot(query, cache.k + base + static_cast<size_t>(start + j) * cache.kv_dim, head_dim) * scale;
+            tile_max = std::max(tile_max, scores[j]);
+          }
+          const float new_max = std::max(running_max, tile_max);
+          const float correction = std::exp(running_max - new_max);  // 0 on the first tile
+          running_sum *= correction;
+          for (int d = 0; d < head_dim; d++) accumulator[d] *= correction;
+          for (int j = 0; j < count; j++) {
+            const float weight = std::exp(scores[j] - new_max);
+            running_sum += weight;
+            axpy(accumulator.data(), weight, cache.v + base + static_cast<size_t>(start + j) * cache.kv_dim, head_dim);
+          }
+          running_max = new_max;
+        }
+        float* result = out + (static_cast<int64_t>(t) * heads + h) * head_dim;
+        for (int d = 0; d < head_dim; d++) result[d] = accumulator[d] / running_sum;
+      }
+    }
+  }
+
+  void swiglu(float* gate, const float* up, size_t n) override {
+#pragma omp parallel for num_threads(threads_) schedule(static) if (n > 16384)
+    for (size_t i = 0; i < n; i++) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+  }
+
+  void add(float* y, const float* x, size_t n) override {
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+  }
+
+ private:
+  int threads_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads); }
+
+}  // namespace lw

@@ -1,0 +1,77 @@
+#include "common/system.h"
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+namespace lw {
+namespace {
+
+// Reads "Key:   123 kB" from a /proc file; 0 when absent.
+uint64_t read_proc_kib(const char* path, const std::string& key) {
+  std::ifstream file(path);
+  std::string line;
+  while (std::getline(file, line)) {
+    if (line.compare(0, key.size(), key) == 0 && line.size() > key.size() && line[key.size()] == ':') {
+      std::istringstream rest(line.substr(key.size() + 1));
+      uint64_t kib = 0;
+      rest >> kib;
+      return kib * 1024;
+    }
+  }
+  return 0;
+}
+
+uint64_t read_number_file(const std::string& path) {
+  std::ifstream file(path);
+  std::string text;
+  if (!(file >> text) || text == "max") return 0;
+  try {
+    return std::stoull(text);
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+// The memory limit of this process's cgroup (v2 or v1), or 0 when there is none.
+uint64_t cgroup_limit_bytes() {
+  std::ifstream file("/proc/self/cgroup");
+  std::string line;
+  uint64_t limit = 0;
+  while (std::getline(file, line)) {
+    auto last = line.rfind(':');
+    if (last == std::string::npos) continue;
+    std::string controllers = line.substr(line.find(':') + 1, last - line.find(':') - 1);
+    std::string group = line.substr(last + 1);
+    uint64_t found = 0;
+    if (controllers.empty()) found = read_number_file("/sys/fs/cgroup" + group + "/memory.max");
+    else if (controllers.find("memory") != std::string::npos)
+      found = read_number_file("/sys/fs/cgroup/memory" + group + "/memory.limit_in_bytes");
+    if (found > 0 && found < (1ull << 60) && (limit == 0 || found < limit)) limit = found;
+  }
+  return limit;
+}
+
+}  // namespace
+
+uint64_t current_rss_bytes() { return read_proc_kib("/proc/self/status", "VmRSS"); }
+uint64_t peak_rss_bytes() { return read_proc_kib("/proc/self/status", "VmHWM"); }
+
+uint64_t available_memory_bytes() {
+  uint64_t available = read_proc_kib("/proc/meminfo", "MemAvailable");
+  uint64_t limit = cgroup_limit_bytes();
+  if (limit > 0) {
+    uint64_t used = current_rss_bytes();
+    uint64_t room = limit > used ? limit - used : 0;
+    if (room < available) available = room;
+  }
+  return available;
+}
+
+double now_seconds() {
+  using clock = std::chrono::steady_clock;
+  return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
+}
+
+}  // namespace lw

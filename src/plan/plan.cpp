@@ -1,0 +1,120 @@
+#include "plan/plan.h"
+
+#include <algorithm>
+#include <sstream>
+
+#include "common/error.h"
+#include "common/sizes.h"
+
+namespace lw {
+namespace {
+// Allocator slack, thread stacks and small bookkeeping that no single buffer accounts for.
+constexpr uint64_t kOverheadBytes = 8ull << 20;
+}  // namespace
+
+uint64_t MemoryPlan::total_bytes() const {
+  return process_bytes + overhead_bytes + kv_bytes + activation_bytes + resident_bytes + stream_bytes;
+}
+
+int MemoryPlan::resident_units() const { return static_cast<int>(std::count(resident.begin(), resident.end(), true)); }
+
+uint64_t kv_cache_bytes(const ModelConfig& c, int sequences, int context_tokens) {
+  return 2ull * c.num_layers * static_cast<uint64_t>(c.kv_dim()) * sizeof(float) * static_cast<uint64_t>(sequences) *
+         static_cast<uint64_t>(context_tokens);
+}
+
+uint64_t activation_bytes(const ModelConfig& c, int tokens, int logit_rows, int threads) {
+  const uint64_t per_token = 2ull * c.hidden_size + 2ull * c.q_dim() + 2ull * c.kv_dim() + 2ull * c.intermediate_size +
+                             c.hidden_size /* embedding rows as read */;
+  const uint64_t widest = static_cast<uint64_t>(std::max({c.hidden_size, c.q_dim(), c.intermediate_size}));
+  const uint64_t per_thread = 4 * widest + c.head_dim + 64;  // converted weight rows, attention tile
+  return sizeof(float) * (per_token * static_cast<uint64_t>(tokens) + static_cast<uint64_t>(logit_rows) * c.vocab_size +
+                          per_thread * static_cast<uint64_t>(threads));
+}
+
+MemoryPlan plan_memory(const ModelConfig& config, const std::vector<uint64_t>& unit_bytes, const PlanRequest& request) {
+  MemoryPlan plan;
+  plan.resident.assign(unit_bytes.size(), false);
+  plan.process_bytes = request.process_bytes;
+  plan.overhead_bytes = kOverheadBytes;
+  plan.kv_bytes = kv_cache_bytes(config, request.sequences, request.context_tokens);
+  const int min_tokens = request.sequences;
+  const int max_tokens = std::max(request.prompt_tokens, min_tokens);
+  auto logit_rows = [&](int tokens) { return request.all_logits ? tokens : request.sequences; };
+  auto activations = [&](int tokens) { return activation_bytes(config, tokens, logit_rows(tokens), request.threads); };
+  const uint64_t fixed = plan.process_bytes + plan.overhead_bytes + plan.kv_bytes;
+
+  uint64_t largest_unit = 0, all_units = 0;
+  for (size_t u = 1; u < unit_bytes.size(); u++) {
+    largest_unit = std::max(largest_unit, unit_bytes[u]);
+    all_units += unit_bytes[u];
+  }
+  plan.minimum_budget = fixed + activations(min_tokens) + largest_unit;
+  if (request.budget_bytes < plan.minimum_budget) {
+    fail("--max-memory " + format_size(request.budget_bytes) + " is too small: this run needs at least " +
+         format_size(plan.minimum_budget) + " (the largest layer " + format_size(largest_unit) + ", KV cache " +
+         format_size(plan.kv_bytes) + ", activations " + format_size(activations(min_tokens)) + ", the process itself " +
+         format_size(plan.process_bytes + plan.overhead_bytes) + ")");
+  }
+  const uint64_t budget = request.budget_bytes;
+
+  // Everything resident, prompt in one sweep: no reading after the first pass.
+  if (fixed + activations(max_tokens) + all_units <= budget) {
+    plan.tokens_per_sweep = max_tokens;
+    plan.activation_bytes = activations(max_tokens);
+    for (size_t u = 1; u < unit_bytes.size(); u++) plan.resident[u] = true;
+    plan.resident_bytes = all_units;
+    return plan;
+  }
+
+  // Streaming. Two buffers let the next unit be read while this one computes; one is the
+  // fallback when the budget allows no more.
+  plan.stream_slots = fixed + activations(min_tokens) + 2 * largest_unit <= budget ? 2 : 1;
+  plan.slot_bytes = largest_unit;
+  plan.stream_bytes = plan.stream_slots * largest_unit;
+  // Prefill chunks: bigger chunks mean fewer sweeps, but layers kept resident save a read on
+  // every sweep; give activations at most a quarter of what is left.
+  const uint64_t left = budget - fixed - plan.stream_bytes;
+  int tokens = max_tokens;
+  while (tokens > min_tokens && activations(tokens) > std::max(activations(min_tokens), left / 4))
+    tokens = std::max(min_tokens, tokens / 2);
+  plan.tokens_per_sweep = tokens;
+  plan.activation_bytes = activations(tokens);
+  // Keep units resident in sweep order while they fit.
+  uint64_t room = budget - fixed - plan.stream_bytes - plan.activation_bytes;
+  for (size_t u = 1; u < unit_bytes.size(); u++) {
+    if (unit_bytes[u] > room) break;
+    plan.resident[u] = true;
+    plan.resident_bytes += unit_bytes[u];
+    room -= unit_bytes[u];
+  }
+  for (size_t u = 1; u < unit_bytes.size(); u++)
+    if (!plan.resident[u]) plan.streamed_bytes_per_sweep += unit_bytes[u];
+  return plan;
+}
+
+std::string describe_plan(const MemoryPlan& plan, const std::vector<std::string>& unit_names) {
+  std::ostringstream out;
+  const int loadable = static_cast<int>(plan.resident.size()) - 1;
+  out << "  resident units      " << plan.resident_units() << " of " << loadable << " (" << format_size(plan.resident_bytes)
+      << ")";
+  if (plan.streams()) {
+    out << ", streaming:";
+    for (size_t u = 1; u < plan.resident.size(); u++)
+      if (!plan.resident[u]) out << " " << unit_names[u];
+  }
+  out << "\n";
+  out << "  streaming buffers   " << plan.stream_slots << " x " << format_size(plan.slot_bytes)
+      << (plan.stream_slots >= 2 ? " (reads one unit ahead)" : plan.streams() ? " (no read-ahead: budget too small)" : "")
+      << "\n";
+  out << "  read per sweep      " << format_size(plan.streamed_bytes_per_sweep) << "\n";
+  out << "  tokens per sweep    " << plan.tokens_per_sweep << "\n";
+  out << "  KV cache            " << format_size(plan.kv_bytes) << "\n";
+  out << "  activations         " << format_size(plan.activation_bytes) << "\n";
+  out << "  process + overhead  " << format_size(plan.process_bytes + plan.overhead_bytes) << "\n";
+  out << "  total               " << format_size(plan.total_bytes()) << " (minimum for this request "
+      << format_size(plan.minimum_budget) << ")\n";
+  return out.str();
+}
+
+}  // namespace lw

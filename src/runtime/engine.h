@@ -1,0 +1,89 @@
+// The streaming runtime: one forward pass = one sweep over the layers for a whole batch of
+// tokens, each layer acquired from the streamer, run by the backend, then released.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "checkpoint/checkpoint.h"
+#include "plan/plan.h"
+#include "runtime/streamer.h"
+
+namespace lw {
+
+struct EngineOptions {
+  uint64_t max_memory = 0;  // 0: a default from the machine's free memory
+  int threads = 0;          // 0: all cores
+  bool prefetch = true;     // false: read each unit only when it is needed (a baseline)
+};
+
+// What a run will ask of the engine, so memory can be planned before anything is allocated.
+struct RunShape {
+  int sequences = 1;
+  int context_tokens = 0;  // per sequence
+  int prompt_tokens = 0;   // all sequences together
+  bool all_logits = false;
+};
+
+struct Token {
+  int32_t id;
+  int32_t sequence;
+  int32_t position;
+};
+
+struct EngineStats {
+  StreamStats stream;
+  int sweeps = 0;
+  double sweep_seconds = 0;  // wall time inside forward()
+  uint64_t peak_rss_bytes = 0;
+};
+
+class Engine {
+ public:
+  Engine(const std::string& model_path, const EngineOptions& options);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  const Checkpoint& checkpoint() const { return checkpoint_; }
+  const ModelConfig& config() const { return checkpoint_.config; }
+  uint64_t budget_bytes() const { return budget_; }
+  std::vector<uint64_t> unit_memory_bytes() const;
+  MemoryPlan plan(const RunShape& shape) const;  // throws lw::Error if the budget is too small
+
+  // Plans, allocates the KV cache and buffers, and starts reading ahead.
+  void begin(const RunShape& shape);
+  void end();
+  const MemoryPlan& active_plan() const { return plan_; }
+
+  // One sweep. Writes logits for tokens[logit_rows[i]] to logits + i * vocab.
+  void forward(const std::vector<Token>& tokens, const std::vector<int>& logit_rows, float* logits);
+  EngineStats stats() const;
+
+ private:
+  void run_layer(const UnitWeights& w, int layer, int count);
+  float* buffer(size_t floats);
+
+  EngineOptions options_;
+  Checkpoint checkpoint_;
+  uint64_t budget_ = 0;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<UnitReader> reader_;
+  std::unique_ptr<Streamer> streamer_;
+  MemoryPlan plan_;
+  RunShape shape_;
+  std::vector<float*> owned_;
+  float *x_ = nullptr, *xb_ = nullptr, *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *att_ = nullptr, *gate_ = nullptr,
+        *up_ = nullptr;
+  std::vector<KvLayer> kv_;
+  std::vector<int32_t> positions_, sequences_;
+  std::vector<float> inverse_frequencies_;
+  int rope_length_ = 0;  // context length the dynamic RoPE frequencies were last computed for
+  StreamStats finished_stream_stats_;
+  int sweeps_ = 0;
+  double sweep_seconds_ = 0;
+};
+
+}  // namespace lw

@@ -1,0 +1,247 @@
+#include "runtime/streamer.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "common/error.h"
+#include "common/system.h"
+
+namespace lw {
+namespace {
+
+constexpr uint64_t kAlignment = 64;
+constexpr uint64_t kMaxGapToCoalesce = 4096;
+
+uint64_t align_up(uint64_t value, uint64_t alignment) { return (value + alignment - 1) / alignment * alignment; }
+
+char* allocate_buffer(uint64_t bytes) {
+  void* memory = std::aligned_alloc(kAlignment, align_up(std::max<uint64_t>(bytes, 1), kAlignment));
+  if (!memory) fail("out of memory allocating a " + std::to_string(bytes) + "-byte unit buffer");
+  return static_cast<char*>(memory);
+}
+
+void pread_exact(int fd, char* out, uint64_t bytes, uint64_t offset, const std::string& path) {
+  while (bytes > 0) {
+    ssize_t got = pread(fd, out, bytes, static_cast<off_t>(offset));
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) fail(path, std::string("read failed: ") + std::strerror(errno));
+    if (got == 0) fail(path, "file ended early (truncated while running?)");
+    out += got;
+    bytes -= static_cast<uint64_t>(got);
+    offset += static_cast<uint64_t>(got);
+  }
+}
+
+}  // namespace
+
+UnitLayout layout_unit(const UnitSource& unit) {
+  UnitLayout layout;
+  std::vector<size_t> order(unit.tensors.size());
+  for (size_t i = 0; i < order.size(); i++) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    const auto &x = unit.tensors[a], &y = unit.tensors[b];
+    return x.file != y.file ? x.file < y.file : x.offset < y.offset;
+  });
+  layout.tensor_offsets.resize(unit.tensors.size());
+  for (size_t i : order) {
+    const TensorLocation& tensor = unit.tensors[i];
+    UnitLayout::Read* last = layout.reads.empty() ? nullptr : &layout.reads.back();
+    const bool joins = last && last->file == tensor.file && tensor.offset >= last->offset + last->bytes &&
+                       tensor.offset - (last->offset + last->bytes) <= kMaxGapToCoalesce;
+    const bool shares = last && last->file == tensor.file && tensor.offset >= last->offset &&
+                        tensor.offset + tensor.bytes <= last->offset + last->bytes;  // a tied tensor read twice
+    if (shares) {
+      layout.tensor_offsets[i] = last->buffer_offset + (tensor.offset - last->offset);
+      continue;
+    }
+    if (joins) {
+      last->bytes = tensor.offset + tensor.bytes - last->offset;
+    } else {
+      // Keep the file's alignment modulo 64 so aligned tensors on disk are aligned in memory.
+      uint64_t start = align_up(layout.buffer_bytes, kAlignment) + tensor.offset % kAlignment;
+      layout.reads.push_back({tensor.file, tensor.offset, tensor.bytes, start});
+      last = &layout.reads.back();
+    }
+    layout.tensor_offsets[i] = last->buffer_offset + (tensor.offset - last->offset);
+    layout.buffer_bytes = std::max(layout.buffer_bytes, last->buffer_offset + last->bytes);
+  }
+  return layout;
+}
+
+UnitReader::UnitReader(const Checkpoint& checkpoint) : checkpoint_(checkpoint) {
+  for (const auto& path : checkpoint.files) {
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      for (int open_fd : fds_) close(open_fd);
+      fail(path, std::string("cannot open: ") + std::strerror(errno));
+    }
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    fds_.push_back(fd);
+  }
+}
+
+UnitReader::~UnitReader() {
+  for (int fd : fds_) close(fd);
+}
+
+uint64_t UnitReader::read_unit(const UnitLayout& layout, char* buffer) const {
+  uint64_t total = 0;
+  for (const auto& read : layout.reads) {
+    pread_exact(fds_[static_cast<size_t>(read.file)], buffer + read.buffer_offset, read.bytes, read.offset,
+                checkpoint_.files[static_cast<size_t>(read.file)]);
+    total += read.bytes;
+  }
+  return total;
+}
+
+void UnitReader::read_embedding_rows(const int32_t* tokens, int count, float* out) const {
+  const TensorLocation& table = checkpoint_.embed().tensors[0];
+  const int64_t width = table.shape[1];
+  const uint64_t row_bytes = static_cast<uint64_t>(width) * dtype_size(table.dtype);
+  std::vector<char> row(row_bytes);
+  for (int t = 0; t < count; t++) {
+    pread_exact(fds_[static_cast<size_t>(table.file)], row.data(), row_bytes,
+                table.offset + static_cast<uint64_t>(tokens[t]) * row_bytes, checkpoint_.files[static_cast<size_t>(table.file)]);
+    convert_to_f32(row.data(), table.dtype, static_cast<size_t>(width), out + t * width);
+  }
+}
+
+Streamer::Streamer(const Checkpoint& checkpoint, const UnitReader& reader, const MemoryPlan& plan, bool prefetch)
+    : checkpoint_(checkpoint), reader_(reader), resident_(plan.resident), prefetch_(prefetch) {
+  const size_t units = checkpoint.units.size();
+  for (const auto& unit : checkpoint.units) layouts_.push_back(layout_unit(unit));
+  resident_buffers_.assign(units, nullptr);
+  resident_weights_.resize(units);
+  resident_ready_.assign(units, false);
+  stats_.loads_per_unit.assign(units, 0);
+  for (size_t u = 1; u < units; u++)
+    if (resident_[u]) resident_buffers_[u] = allocate_buffer(layouts_[u].buffer_bytes);
+  slots_.resize(static_cast<size_t>(plan.stream_slots));
+  for (size_t s = 0; s < slots_.size(); s++) {
+    slots_[s].buffer = allocate_buffer(plan.slot_bytes);
+    free_slots_.push_back(static_cast<int>(s));
+  }
+  reader_thread_ = std::thread([this] { reader_loop(); });
+}
+
+Streamer::~Streamer() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  changed_.notify_all();
+  reader_thread_.join();
+  for (char* buffer : resident_buffers_) std::free(buffer);
+  for (auto& slot : slots_) std::free(slot.buffer);
+}
+
+UnitWeights Streamer::weights_of(int unit, const char* buffer) const {
+  UnitWeights weights;
+  const UnitSource& source = checkpoint_.units[static_cast<size_t>(unit)];
+  const UnitLayout& layout = layouts_[static_cast<size_t>(unit)];
+  for (size_t i = 0; i < source.tensors.size(); i++) {
+    const auto& shape = source.tensors[i].shape;
+    int role = static_cast<int>(source.recipe.tensors[i].role);
+    weights.views[role] = {buffer + layout.tensor_offsets[i], source.tensors[i].dtype, shape.size() == 2 ? shape[0] : 1,
+                           shape.back()};
+    weights.has[role] = true;
+  }
+  return weights;
+}
+
+void Streamer::load(int unit, char* buffer) {
+  double start = now_seconds();
+  uint64_t bytes = reader_.read_unit(layouts_[static_cast<size_t>(unit)], buffer);
+  double seconds = now_seconds() - start;
+  std::lock_guard lock(mutex_);
+  stats_.bytes_read += bytes;
+  stats_.unit_loads++;
+  stats_.loads_per_unit[static_cast<size_t>(unit)]++;
+  stats_.read_seconds += seconds;
+}
+
+void Streamer::reader_loop() {
+  const int units = static_cast<int>(checkpoint_.units.size());
+  bool any_streamed = false;
+  for (int u = 1; u < units; u++) any_streamed |= !resident_[static_cast<size_t>(u)];
+  try {
+    for (bool first_pass = true;; first_pass = false) {
+      for (int u = 1; u < units; u++) {
+        if (resident_[static_cast<size_t>(u)]) {
+          if (!first_pass) continue;
+          load(u, resident_buffers_[static_cast<size_t>(u)]);
+          std::lock_guard lock(mutex_);
+          resident_weights_[static_cast<size_t>(u)] = weights_of(u, resident_buffers_[static_cast<size_t>(u)]);
+          resident_ready_[static_cast<size_t>(u)] = true;
+          changed_.notify_all();
+          continue;
+        }
+        int slot;
+        {
+          std::unique_lock lock(mutex_);
+          // Without prefetch, wait until the compute thread has released everything (serial reading).
+          changed_.wait(lock, [&] {
+            return stopping_ || (!free_slots_.empty() && (prefetch_ || (ready_slots_.empty() && in_use_ < 0)));
+          });
+          if (stopping_) return;
+          slot = free_slots_.back();
+          free_slots_.pop_back();
+        }
+        load(u, slots_[static_cast<size_t>(slot)].buffer);
+        std::lock_guard lock(mutex_);
+        slots_[static_cast<size_t>(slot)].unit = u;
+        slots_[static_cast<size_t>(slot)].weights = weights_of(u, slots_[static_cast<size_t>(slot)].buffer);
+        ready_slots_.push_back(slot);
+        changed_.notify_all();
+      }
+      if (!any_streamed) return;
+    }
+  } catch (const Error& error) {
+    std::lock_guard lock(mutex_);
+    read_error_ = error.what();  // handed to the compute thread at its next acquire
+    changed_.notify_all();
+  }
+}
+
+const UnitWeights& Streamer::acquire(int index) {
+  double start = now_seconds();
+  std::unique_lock lock(mutex_);
+  const UnitWeights* found = nullptr;
+  if (resident_[static_cast<size_t>(index)]) {
+    changed_.wait(lock, [&] { return resident_ready_[static_cast<size_t>(index)] || !read_error_.empty(); });
+    if (!read_error_.empty()) throw Error(read_error_);
+    found = &resident_weights_[static_cast<size_t>(index)];
+  } else {
+    changed_.wait(lock, [&] { return !ready_slots_.empty() || !read_error_.empty(); });
+    if (!read_error_.empty()) throw Error(read_error_);
+    int slot = ready_slots_.front();
+    if (slots_[static_cast<size_t>(slot)].unit != index)
+      fail("internal error: unit " + std::to_string(index) + " acquired out of sweep order");
+    ready_slots_.pop_front();
+    in_use_ = slot;
+    found = &slots_[static_cast<size_t>(slot)].weights;
+  }
+  stats_.wait_seconds += now_seconds() - start;
+  return *found;
+}
+
+void Streamer::release(int index) {
+  if (resident_[static_cast<size_t>(index)]) return;
+  {
+    std::lock_guard lock(mutex_);
+    free_slots_.push_back(in_use_);
+    in_use_ = -1;
+  }
+  changed_.notify_all();
+}
+
+StreamStats Streamer::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+}  // namespace lw

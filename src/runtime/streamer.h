@@ -1,0 +1,108 @@
+// Moves units from disk into memory. The reader thread walks the sweep order (layer 0 .. head)
+// again and again, loading resident units once into their own buffers and streamed units into a
+// small ring of buffers, as far ahead as free buffers allow; the compute thread acquires each
+// unit in the same order and releases it when the batch has passed it.
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "backend/backend.h"
+#include "checkpoint/checkpoint.h"
+#include "plan/plan.h"
+
+namespace lw {
+
+// Where a unit's bytes land in its buffer, and the reads that fill it.
+struct UnitLayout {
+  struct Read {
+    int file;
+    uint64_t offset, bytes, buffer_offset;
+  };
+  std::vector<Read> reads;
+  std::vector<uint64_t> tensor_offsets;  // parallel to UnitSource::tensors
+  uint64_t buffer_bytes = 0;
+};
+UnitLayout layout_unit(const UnitSource& unit);
+
+// Open file descriptors of a checkpoint, and the reads done through them.
+class UnitReader {
+ public:
+  explicit UnitReader(const Checkpoint& checkpoint);
+  ~UnitReader();
+  UnitReader(const UnitReader&) = delete;
+  UnitReader& operator=(const UnitReader&) = delete;
+  // Fills buffer (layout.buffer_bytes) with the unit's tensors; returns bytes read.
+  uint64_t read_unit(const UnitLayout& layout, char* buffer) const;
+  // Embedding rows of these tokens as float32, read on demand (the table is never loaded whole).
+  void read_embedding_rows(const int32_t* tokens, int count, float* out) const;
+
+ private:
+  const Checkpoint& checkpoint_;
+  std::vector<int> fds_;
+};
+
+// The weights of one loaded unit, by role.
+struct UnitWeights {
+  WeightView views[static_cast<int>(Role::Count)] = {};
+  bool has[static_cast<int>(Role::Count)] = {};
+  const WeightView& operator[](Role role) const { return views[static_cast<int>(role)]; }
+  const WeightView* optional(Role role) const { return has[static_cast<int>(role)] ? &views[static_cast<int>(role)] : nullptr; }
+};
+
+struct StreamStats {
+  uint64_t bytes_read = 0;
+  uint64_t unit_loads = 0;
+  std::vector<uint64_t> loads_per_unit;
+  double read_seconds = 0;  // reader thread inside read calls
+  double wait_seconds = 0;  // compute thread waiting for a unit to arrive
+};
+
+class Streamer {
+ public:
+  Streamer(const Checkpoint& checkpoint, const UnitReader& reader, const MemoryPlan& plan, bool prefetch);
+  ~Streamer();
+  Streamer(const Streamer&) = delete;
+  Streamer& operator=(const Streamer&) = delete;
+
+  // Blocks until unit `index` (1 .. units-1, in sweep order) is in memory.
+  const UnitWeights& acquire(int index);
+  // The batch has passed this unit: its streaming buffer may be reused.
+  void release(int index);
+  StreamStats stats() const;
+
+ private:
+  struct Slot {
+    char* buffer = nullptr;
+    int unit = -1;
+    UnitWeights weights;
+  };
+  void reader_loop();
+  UnitWeights weights_of(int unit, const char* buffer) const;
+  void load(int unit, char* buffer);
+
+  const Checkpoint& checkpoint_;
+  const UnitReader& reader_;
+  std::vector<UnitLayout> layouts_;
+  std::vector<bool> resident_;
+  std::vector<char*> resident_buffers_;
+  std::vector<UnitWeights> resident_weights_;
+  std::vector<bool> resident_ready_;
+  std::vector<Slot> slots_;
+  std::deque<int> ready_slots_;  // filled, in sweep order
+  std::vector<int> free_slots_;
+  bool prefetch_;
+  bool stopping_ = false;
+  std::string read_error_;
+  int in_use_ = -1;  // slot held by the compute thread
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  StreamStats stats_;
+  std::thread reader_thread_;
+};
+
+}  // namespace lw
