@@ -30,7 +30,7 @@ MemoryPlan Engine::plan(const RunShape& shape) const {
   request.context_tokens = shape.context_tokens;
   request.prompt_tokens = shape.prompt_tokens;
   request.all_logits = shape.all_logits;
-  request.process_bytes = current_rss_bytes();
+  request.process_bytes = options_.count_process ? current_rss_bytes() : 0;
   request.threads = backend_->threads();
   return plan_memory(config(), unit_memory_bytes(), request);
 }

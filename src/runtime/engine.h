@@ -17,6 +17,9 @@ struct EngineOptions {
   uint64_t max_memory = 0;  // 0: a default from the machine's free memory
   int threads = 0;          // 0: all cores
   bool prefetch = true;     // false: read each unit only when it is needed (a baseline)
+  // true: the budget also covers the process itself (code, libraries, heap so far), as the CLI
+  // promises; false: only what the engine allocates (embedders that budget their own process).
+  bool count_process = true;
 };
 
 // What a run will ask of the engine, so memory can be planned before anything is allocated.

@@ -1,0 +1,100 @@
+// libFuzzer target: the input is a whole safetensors file (8-byte little-endian header length,
+// JSON header, data). It is written to an in-memory file and opened with lw::open_safetensors, so
+// the real path is covered: length read, bounds checks, header parse and validation.
+// lw::Error is the expected outcome for bad input; any other exception, a sanitizer report, or
+// a parsed header that breaks the documented invariants is a finding.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "common/error.h"
+#include "format/safetensors.h"
+
+namespace {
+
+[[noreturn]] void invariant_broken(const char* what) {
+  std::fprintf(stderr, "fuzz_safetensors_header: invariant broken: %s\n", what);
+  std::abort();
+}
+
+// One file for the whole run, rewritten for every input: creating a file per input would cost
+// more than the parse itself. A memfd reopened through /proc/self/fd; a temporary file where
+// that is unavailable.
+struct ScratchFile {
+  int fd = -1;
+  std::string path;
+  bool remove_at_exit = false;
+  ScratchFile() {
+    fd = memfd_create("fuzz_safetensors", MFD_CLOEXEC);
+    if (fd >= 0) {
+      path = "/proc/self/fd/" + std::to_string(fd);
+      if (access(path.c_str(), R_OK) == 0) return;
+      close(fd);
+    }
+    const char* dir = std::getenv("TMPDIR");
+    path = std::string(dir && *dir ? dir : "/tmp") + "/fuzz_safetensors_XXXXXX";
+    fd = mkstemp(path.data());
+    if (fd < 0) {
+      std::perror("fuzz_safetensors_header: cannot create a scratch file");
+      std::abort();
+    }
+    remove_at_exit = true;
+  }
+  ~ScratchFile() {
+    if (remove_at_exit) unlink(path.c_str());
+    close(fd);
+  }
+  ScratchFile(const ScratchFile&) = delete;
+  ScratchFile& operator=(const ScratchFile&) = delete;
+  void write(const uint8_t* data, size_t size) const {
+    if (ftruncate(fd, 0) != 0) std::abort();
+    size_t done = 0;
+    while (done < size) {
+      ssize_t n = pwrite(fd, data + done, size - done, static_cast<off_t>(done));
+      if (n <= 0) std::abort();
+      done += static_cast<size_t>(n);
+    }
+  }
+};
+
+void check(const lw::SafetensorsFile& file, size_t input_size) {
+  if (file.file_bytes != input_size) invariant_broken("file_bytes differs from the input size");
+  if (file.data_offset < 8 || file.data_offset > file.file_bytes) invariant_broken("data_offset outside the file");
+  const uint64_t data_bytes = file.file_bytes - file.data_offset;
+  const lw::SafetensorsTensor* previous = nullptr;
+  uint64_t furthest_end = 0;
+  for (const auto& tensor : file.header.tensors) {
+    if (tensor.element_size == 0) invariant_broken("tensor with element_size 0");
+    if (tensor.begin > tensor.end || tensor.end > data_bytes) invariant_broken("tensor range outside the data");
+    if (tensor.elements() * tensor.element_size != tensor.end - tensor.begin)
+      invariant_broken("tensor byte size does not match shape x dtype");
+    for (int64_t dim : tensor.shape)
+      if (dim < 0) invariant_broken("negative dimension");
+    if (previous && previous->begin > tensor.begin) invariant_broken("tensors not sorted by begin");
+    if (tensor.end > tensor.begin) {
+      if (tensor.begin < furthest_end) invariant_broken("overlapping tensors accepted");
+      if (tensor.end > furthest_end) furthest_end = tensor.end;
+    }
+    if (file.header.find(tensor.name) == nullptr) invariant_broken("find() misses a parsed tensor");
+    previous = &tensor;
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static const ScratchFile scratch;
+  scratch.write(data, size);
+  try {
+    lw::SafetensorsFile file = lw::open_safetensors(scratch.path);
+    check(file, size);
+  } catch (const lw::Error&) {
+    // Rejected with a message: the expected outcome for bad input.
+  }
+  return 0;
+}
