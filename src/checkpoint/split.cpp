@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -191,6 +192,10 @@ SplitResult split_checkpoint(const SplitOptions& options) {
       result.bytes_written += written.bytes;
       journal["done"][names[u]] = {{"bytes", written.bytes}, {"xxh3", written.xxh3}};
       write_file_atomically(journal_path, journal.dump());
+      // Fault injection for the resume test: die like a killed process after N unit files.
+      if (const char* kill_after = std::getenv("LAYERWISE_TEST_SPLIT_KILL_AFTER");
+          kill_after && result.units_written == std::atoi(kill_after))
+        _exit(75);
     }
     manifest.units.push_back(listed);
   }

@@ -132,6 +132,9 @@ int run_info(const std::string& model, const std::string& max_memory, int contex
   lw::Engine engine(model, {memory_option(max_memory), 0, true});
   const auto& checkpoint = engine.checkpoint();
   const auto& c = engine.config();
+  if (context <= 0) context = std::min(c.max_position, 2048);
+  // Plan first: a budget that cannot work is refused before anything is printed.
+  const lw::MemoryPlan plan = engine.plan({batch, context, batch * context, false});
   const std::string format = checkpoint.format == lw::Checkpoint::Format::Split
                                  ? "layerwise split, dtype " + checkpoint.split_dtype
                                  : "Hugging Face";
@@ -151,12 +154,11 @@ int run_info(const std::string& model, const std::string& max_memory, int contex
     total += unit.bytes();
   }
   std::printf("  total      %s\n", lw::format_size(total).c_str());
-  if (context <= 0) context = std::min(c.max_position, 2048);
   std::printf("plan          budget %s%s, %d sequence(s) of %d tokens\n", lw::format_size(engine.budget_bytes()).c_str(),
               max_memory.empty() ? " (default: 80% of available memory)" : "", batch, context);
   std::vector<std::string> names;
   for (const auto& unit : checkpoint.units) names.push_back(unit.recipe.name);
-  std::printf("%s", lw::describe_plan(engine.plan({batch, context, batch * context, false}), names).c_str());
+  std::printf("%s", lw::describe_plan(plan, names).c_str());
   return 0;
 }
 
@@ -205,6 +207,11 @@ int main(int argc, char** argv) {
   split->add_flag("--verify", verify, "Recheck every file's size and checksum against the manifest (alone: check an existing split)");
   split->add_flag("--quiet", split_options.quiet, "No progress on stderr");
 
+  const std::string first = argc > 1 ? argv[1] : "";
+  if (!first.empty() && first[0] != '-' && first != "generate" && first != "info" && first != "split") {
+    std::fprintf(stderr, "layerwise: error: unknown command '%s' (commands: generate, info, split; see --help)\n", argv[1]);
+    return 2;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
