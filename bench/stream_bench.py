@@ -386,13 +386,16 @@ def memcpy_probe(available):
     return size, best
 
 
-def probe_hardware(units, allow_drop, ram_available):
+def probe_hardware(units, allow_drop, ram_available, fstype):
     paths = [u["path"] for u in units if u["name"] != "embed"]
     file_bytes = sum(os.path.getsize(p) for p in paths)
     say("probes (reading the %d layer/head files of the split, %s, one thread, %d MiB reads)" % (
         len(paths), fmt_size(file_bytes), READ_CHUNK >> 20))
     result = {"cold_bps": None, "cold_note": None, "warm_bps": None, "first_bps": None, "memcpy_bps": None}
-    why = drop_page_cache() if allow_drop else "--no-drop-caches given"
+    if fstype in ("tmpfs", "ramfs"):
+        why = "the workdir is on %s: the files are in memory, there is no disk to read" % fstype
+    else:
+        why = drop_page_cache() if allow_drop else "--no-drop-caches given"
     if why is None:
         n, s = read_files(paths)
         result["cold_bps"] = n / s
@@ -497,11 +500,30 @@ def infer_streaming(stats, units):
             "read_ahead_unused": extra, "predicted_read_bytes": predicted, "consistent": consistent}
 
 
+def proc_status_bytes(key):
+    value = read_proc_kv("/proc/self/status").get(key, "").split()
+    return int(value[0]) * 1024 if value and value[0].isdigit() else None
+
+
+def reset_own_peak_rss():
+    """A child's ru_maxrss starts from this process's own peak RSS: Linux folds the peak of the
+    address space exec() replaces into it. Writing 5 to clear_refs resets that peak to the current
+    RSS, so the probes' buffers do not show up as the engine's peak. Returns the floor that stays."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    return proc_status_bytes("VmHWM")
+
+
 def run_engine(name, command):
-    """Runs one generate in a fresh process; its own peak RSS comes from wait4() on its pid."""
+    """Runs one generate in a fresh process; its own peak RSS comes from wait4() on its pid (it
+    cannot read below this script's own peak RSS at the time of the spawn, kept as the floor)."""
     say("  %s\n    $ %s" % (name, " ".join(c if " " not in c else "'%s'" % (c[:40] + " ...") for c in command)))
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0
+        floor = reset_own_peak_rss() or 0
         start = time.monotonic()
         process = subprocess.Popen(command, stdout=out, stderr=err)
         try:
@@ -519,7 +541,7 @@ def run_engine(name, command):
         stderr = err.read().decode(errors="replace")
     run = {"mode": name, "command": command, "exit": process.returncode, "wall_s": wall,
            "cpu_s": usage.ru_utime + usage.ru_stime, "wait4_peak_rss": usage.ru_maxrss * 1024,
-           "stdout": stdout, "stderr": stderr, "load_before": load_before, "error": None, "stats": None}
+           "wait4_floor": floor, "stdout": stdout, "stderr": stderr, "load_before": load_before, "error": None, "stats": None}
     if process.returncode != 0:
         run["error"] = "exit status %d" % process.returncode
     else:
@@ -532,8 +554,10 @@ def run_engine(name, command):
             run["error"], indent(stdout[-3000:]), indent(stderr[-3000:])))
     else:
         say(indent(stderr.rstrip(), "    | "))
-        say("    wall %.2f s, CPU %.2f s (%.1f cores busy on average), peak RSS by wait4 %s" % (
-            wall, run["cpu_s"], run["cpu_s"] / wall if wall > 0 else 0, fmt_size(run["wait4_peak_rss"])))
+        say("    wall %.2f s, CPU %.2f s (%.1f cores busy on average), peak RSS by wait4 %s (cannot read below %s, "
+            "this script's own peak at the spawn); load average before %.2f" % (
+                wall, run["cpu_s"], run["cpu_s"] / wall if wall > 0 else 0, fmt_size(run["wait4_peak_rss"]),
+                fmt_size(floor), load_before))
     return run
 
 
@@ -543,11 +567,28 @@ def indent(text, prefix="      "):
 
 # ----------------------------------------------------------------------------- report
 
-def report(runs, probes):
+def peak_rss(run):
+    """The engine's own VmHWM, or wait4's figure when that is higher and above its floor."""
+    if run["wait4_peak_rss"] > run["wait4_floor"] + (1 << 20):
+        return max(run["stats"]["engine_peak_rss"], run["wait4_peak_rss"])
+    return run["stats"]["engine_peak_rss"]
+
+
+def median_run(runs):
+    """The run with the median decode speed (the lower middle for an even count); failures first."""
+    failed = [r for r in runs if not r["stats"]]
+    if failed:
+        return failed[0]
+    ordered = sorted(runs, key=lambda r: r["stats"]["decode_tps"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def report(runs, probes, all_runs):
     say()
-    say("results")
+    say("results" + ("" if len(all_runs) == len(runs) else
+                     " (per mode, the round with the median decode tok/s of %d)" % (len(all_runs) // len(runs))))
     headers = ["mode", "prefill tok/s", "decode tok/s", "decode s/sweep", "read/sweep", "resident units",
-               "read GB/s", "hidden", "peak RSS (engine / wait4)", "budget", "RSS/budget"]
+               "read GB/s", "hidden", "cores busy", "peak RSS (engine / wait4)", "budget", "RSS/budget"]
     rows = []
     for run in runs:
         s, inf = run["stats"], run.get("inferred")
@@ -565,9 +606,11 @@ def report(runs, probes):
             "%d of %d" % (inf["resident_units"], inf["units"]) if inf else "?",
             "%.2f" % s["read_gbps"],
             "%d%%" % s["hidden_pct"],
-            "%s / %s" % (fmt_size(s["engine_peak_rss"]), fmt_size(run["wait4_peak_rss"])),
-            fmt_size(s["budget"]),
-            "%.0f%%" % (100.0 * max(s["engine_peak_rss"], run["wait4_peak_rss"]) / s["budget"]) if s["budget"] else "n/a",
+            "%.1f" % (run["cpu_s"] / run["wall_s"]) if run["wall_s"] > 0 else "n/a",
+            "%s / %s%s" % (fmt_size(s["engine_peak_rss"]), fmt_size(run["wait4_peak_rss"]),
+                           " (floor)" if run["wait4_peak_rss"] <= run["wait4_floor"] + (1 << 20) else ""),
+            fmt_size(s["budget"]) + (" (default)" if "--max-memory" not in run["command"] else ""),
+            "%.0f%%" % (100.0 * peak_rss(run) / s["budget"]) if s["budget"] else "n/a",
         ])
     print_table(headers, rows)
     for run in runs:
@@ -578,14 +621,22 @@ def report(runs, probes):
                     run["mode"], run["stats"]["unit_loads"], fmt_size(run["stats"]["read_bytes"]),
                     run["stats"]["sweeps"], inf["resident_units"], fmt_size(inf["predicted_read_bytes"]),
                     inf["read_ahead_unused"]))
-        if run["stats"] and run["stats"]["engine_peak_rss"] > run["stats"]["budget"]:
+        if run["stats"] and peak_rss(run) > run["stats"]["budget"]:
             say("  !! %s: peak RSS %s is over the budget %s" % (
-                run["mode"], fmt_size(run["stats"]["engine_peak_rss"]), fmt_size(run["stats"]["budget"])))
-        if run["stats"] and abs(run["stats"]["engine_peak_rss"] - run["wait4_peak_rss"]) > \
-                max(8 << 20, 0.05 * run["wait4_peak_rss"]):
+                run["mode"], fmt_size(peak_rss(run)), fmt_size(run["stats"]["budget"])))
+        if run["stats"] and run["wait4_peak_rss"] > run["wait4_floor"] + (1 << 20) and \
+                abs(run["stats"]["engine_peak_rss"] - run["wait4_peak_rss"]) > max(8 << 20, 0.05 * run["wait4_peak_rss"]):
             say("  !! %s: the engine's peak RSS (%s) and wait4's (%s) disagree by more than 5%%" % (
                 run["mode"], fmt_size(run["stats"]["engine_peak_rss"]), fmt_size(run["wait4_peak_rss"])))
 
+    if len(all_runs) > len(runs):
+        for run in runs:
+            speeds = sorted(r["stats"]["decode_tps"] for r in all_runs if r["mode"] == run["mode"] and r["stats"])
+            prefills = sorted(r["stats"]["prefill_tps"] for r in all_runs if r["mode"] == run["mode"] and r["stats"])
+            if speeds:
+                say("  %s: decode tok/s over %d rounds %s; prefill tok/s %s" % (
+                    run["mode"], len(speeds), " ".join("%.2f" % v for v in speeds),
+                    " ".join("%.1f" % v for v in prefills)))
     by_mode = {r["mode"]: r for r in runs if r["stats"]}
     resident = by_mode.get("resident")
     compute = resident["stats"]["decode_s"] / resident["stats"]["decode_tokens"] \
@@ -620,16 +671,18 @@ def report(runs, probes):
     pre, nopre = by_mode.get("budget"), by_mode.get("budget, no prefetch")
     if pre and nopre:
         a, b = pre["stats"], nopre["stats"]
-        say("  prefetch vs no prefetch: decode %s faster (%.2f vs %.2f tok/s), prefill %s faster (%.1f vs %.1f tok/s)" % (
+        say("  prefetch vs no prefetch (speedup = tok/s with / without): decode %s (%.2f vs %.2f tok/s), "
+            "prefill %s (%.1f vs %.1f tok/s)" % (
             fmt_ratio(a["decode_tps"] / b["decode_tps"]) if b["decode_tps"] else "n/a", a["decode_tps"], b["decode_tps"],
             fmt_ratio(a["prefill_tps"] / b["prefill_tps"]) if b["prefill_tps"] else "n/a", a["prefill_tps"],
             b["prefill_tps"]))
-    outputs = {r["mode"]: r["stdout"].split() for r in runs if r["stats"]}
+    outputs = [(r["mode"], r["round"], r["stdout"].split()) for r in all_runs if r["stats"]]
     if len(outputs) > 1:
-        reference_mode, reference = next(iter(outputs.items()))
-        differ = [m for m, o in outputs.items() if o != reference]
-        say("  generated tokens: %s" % ("identical in all modes" if not differ else
-                                        "DIFFER from %s in: %s" % (reference_mode, ", ".join(differ))))
+        reference = outputs[0]
+        differ = sorted({"%s (round %d)" % (m, n) if len(all_runs) > len(runs) else m
+                         for m, n, o in outputs if o != reference[2]})
+        say("  generated tokens: %s" % ("identical in all runs" if not differ else
+                                        "DIFFER from %s in: %s" % (reference[0], ", ".join(differ))))
 
 
 # ----------------------------------------------------------------------------- main
@@ -645,6 +698,8 @@ def main():
     parser.add_argument("--prefill", default=128, type=int, help="prompt tokens (default 128)")
     parser.add_argument("--decode", default=32, type=int, help="--max-new-tokens (default 32)")
     parser.add_argument("--threads", type=int, help="--threads for the engine (default: the engine's, all cores)")
+    parser.add_argument("--repeat", default=1, type=int,
+                        help="run the three modes this many times, interleaved, and report the median (default 1)")
     parser.add_argument("--seed", default=1, type=int, help="seed of the random prompt (default 1)")
     parser.add_argument("--workdir", help="scratch folder (default: a new folder under /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the checkpoint and split afterwards")
@@ -652,6 +707,8 @@ def main():
     parser.add_argument("--build-dir", default=os.path.join(ROOT, "build"), help="where layerwise and make_checkpoint are")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     if args.prefill < 1 or args.decode < 2:
         parser.error("--prefill must be at least 1 and --decode at least 2 (the first token comes from prefill)")
 
@@ -671,17 +728,24 @@ def main():
     else:
         workdir = tempfile.mkdtemp(prefix="layerwise-bench-", dir="/tmp")
         created_workdir = True
-    hf_dir, split_dir = os.path.join(workdir, "hf"), os.path.join(workdir, "split")
+    hf_dir, split_dir, bin_dir = (os.path.join(workdir, name) for name in ("hf", "split", "bin"))
     created = []
     results = {"args": vars(args), "runs": []}
     try:
         machine = describe_machine(workdir)
         results["machine"] = machine
-        say("  engine        %s" % subprocess.run([layerwise, "--version"], stdout=subprocess.PIPE,
-                                                  universal_newlines=True).stdout.strip())
-        for path in (hf_dir, split_dir):
+        for path in (hf_dir, split_dir, bin_dir):
             if os.path.exists(path):
                 raise BenchError("%s already exists; use an empty --workdir (nothing was deleted)" % path)
+        # Every run uses one snapshot of the binaries, even if build/ is rebuilt meanwhile.
+        created.append(bin_dir)
+        os.makedirs(bin_dir)
+        layerwise, make_checkpoint = (shutil.copy2(tool, os.path.join(bin_dir, os.path.basename(tool)))
+                                      for tool in (layerwise, make_checkpoint))
+        say("  engine        %s (%s, built %s; copied to %s for this run)" % (
+            subprocess.run([layerwise, "--version"], stdout=subprocess.PIPE, universal_newlines=True).stdout.strip(),
+            os.path.join(args.build_dir, "layerwise"),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.path.getmtime(layerwise))), bin_dir))
 
         shape = shapes[args.shape]
         parameters, model_bytes = checkpoint_bytes(shape, args.dtype)
@@ -707,7 +771,7 @@ def main():
         vocab = int(manifest["config"]["vocab_size"])
 
         say()
-        probes = probe_hardware(units, not args.no_drop_caches, meminfo_bytes("MemAvailable"))
+        probes = probe_hardware(units, not args.no_drop_caches, meminfo_bytes("MemAvailable"), machine["disk_fs"])
         results["probes"] = probes
 
         rng = random.Random(args.seed)
@@ -722,20 +786,27 @@ def main():
         say("runs (%d random prompt ids in [3, %d), %d new tokens, greedy, --ignore-eos; budget %s; "
             "each in a fresh process; the split is in the page cache)" % (
                 args.prefill, vocab, args.decode, fmt_size(args.budget)))
-        runs = []
-        for name, extra in modes:
-            run = run_engine(name, base + extra)
-            if run["stats"]:
-                run["inferred"] = infer_streaming(run["stats"], units)
-                if run["stats"]["decode_tokens"] != args.decode - 1 or run["stats"]["prefill_tokens"] != args.prefill:
-                    say("    !! expected %d prompt and %d decode tokens in the statistics" % (args.prefill, args.decode - 1))
-            runs.append(run)
-        report(runs, probes)
-        results["runs"] = [{k: v for k, v in r.items() if k not in ("stdout",)} for r in runs]
+        all_runs = []
+        for round_number in range(1, args.repeat + 1):
+            for name, extra in modes:  # rounds interleave the modes, so a busy spell hits all of them
+                if args.repeat > 1:
+                    say("  round %d of %d" % (round_number, args.repeat))
+                run = run_engine(name, base + extra)
+                run["round"] = round_number
+                if run["stats"]:
+                    run["inferred"] = infer_streaming(run["stats"], units)
+                    if run["stats"]["decode_tokens"] != args.decode - 1 or run["stats"]["prefill_tokens"] != args.prefill:
+                        say("    !! expected %d prompt and %d decode tokens in the statistics" % (
+                            args.prefill, args.decode - 1))
+                all_runs.append(run)
+        runs = [median_run([r for r in all_runs if r["mode"] == name]) for name, _ in modes]
+        report(runs, probes, all_runs)
+        results["runs"] = [{k: v for k, v in r.items() if k not in ("stdout",)} for r in all_runs]
+        results["reported_rounds"] = {r["mode"]: r["round"] for r in runs}
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(results, f, indent=2, default=str)
-        return 0 if all(r["stats"] for r in runs) else 1
+        return 0 if all(r["stats"] for r in all_runs) else 1
     finally:
         if args.keep:
             say("\nkept %s" % workdir)

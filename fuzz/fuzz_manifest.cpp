@@ -1,12 +1,15 @@
 // libFuzzer target for lw::parse_manifest (manifest.json of a split directory, which may come
 // from anywhere a split model is downloaded from). lw::Error is the expected outcome for bad
-// input; any other exception or a sanitizer report is a finding. An accepted manifest must also
-// survive a round trip through manifest_to_json unchanged.
+// input; any other exception or a sanitizer report is a finding. An accepted manifest must say
+// format "layerwise-split" and version exactly 1, and survive a round trip through
+// manifest_to_json unchanged.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <string_view>
+
+#include <nlohmann/json.hpp>
 
 #include "common/error.h"
 #include "format/manifest.h"
@@ -28,6 +31,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } catch (const lw::Error&) {
     return 0;  // rejected with a message: the expected outcome for bad input
   }
+  // What was accepted must really say what parse_manifest checks for.
+  const nlohmann::json json = nlohmann::json::parse(text.begin(), text.end());
+  if (json.at("format") != "layerwise-split") invariant_broken("accepted a manifest whose format is not layerwise-split");
+  if (!json.at("version").is_number_integer() || json.at("version") != lw::Manifest::kVersion)
+    invariant_broken("accepted a manifest whose version is not exactly 1");
   if (manifest.units.empty()) invariant_broken("accepted a manifest without units");
   if (!manifest.config.is_object()) invariant_broken("accepted a manifest whose config is not an object");
   for (const auto& unit : manifest.units)

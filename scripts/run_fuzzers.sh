@@ -42,7 +42,7 @@ cleanup() {
 trap cleanup EXIT
 
 run_target() {
-  local target="$1" seeds="$2"
+  local target="$1" seeds="$2" dict="$3"
   local corpus="$work/corpus-$target" log="$work/$target.log"
   mkdir -p "$corpus"
   cp -R "$seeds/." "$corpus/"
@@ -52,7 +52,7 @@ run_target() {
   # The outer timeout only guards against a hang of libFuzzer itself.
   timeout --kill-after=30 $((seconds + 120)) \
     "$build_dir/fuzz/$target" "$corpus" \
-      -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+      -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -dict="$dict" \
       -artifact_prefix="$artifacts/$target-" >"$log" 2>&1 || status=$?
   # libFuzzer prints periodic lines "#N ... cov: C ft: F corp: K ... exec/s: E"; show the last one.
   grep -E '^#[0-9]+' "$log" | tail -n 1 || true
@@ -66,8 +66,8 @@ run_target() {
   fi
 }
 
-run_target fuzz_safetensors_header "$repo/fuzz/corpus/safetensors"
-run_target fuzz_manifest "$repo/fuzz/corpus/manifest"
+run_target fuzz_safetensors_header "$repo/fuzz/corpus/safetensors" "$repo/fuzz/safetensors.dict"
+run_target fuzz_manifest "$repo/fuzz/corpus/manifest" "$repo/fuzz/manifest.dict"
 
 if [ "${#failed[@]}" -ne 0 ]; then
   echo "run_fuzzers: findings in: ${failed[*]} (logs and reproducers kept in $work)" >&2

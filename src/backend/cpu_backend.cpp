@@ -1,7 +1,5 @@
-// The CPU backend: OpenMP across cores, inner loops vectorised by the compiler for the best
-// instruction set the CPU offers (function clones chosen at load time).
-#include <omp.h>
-
+// The CPU backend: a thread pool across cores, inner loops vectorised by the compiler for the
+// best instruction set the CPU offers (function clones chosen at load time).
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -17,6 +15,7 @@
 #endif
 
 #include "backend/backend.h"
+#include "backend/thread_pool.h"
 #include "common/error.h"
 
 namespace lw {
@@ -92,10 +91,12 @@ std::vector<float> vector_as_f32(const WeightView& w) {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int threads) : threads_(threads > 0 ? threads : omp_get_num_procs()) {}
+  explicit CpuBackend(int threads)
+      : pool_(threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))),
+        scratch_(static_cast<size_t>(pool_.size())) {}
 
   const char* name() const override { return "cpu"; }
-  int threads() const override { return threads_; }
+  int threads() const override { return pool_.size(); }
 
   float* allocate(size_t floats) override {
     size_t bytes = (std::max<size_t>(floats, 1) * sizeof(float) + 63) / 64 * 64;
@@ -110,11 +111,10 @@ class CpuBackend final : public Backend {
     const int64_t rows = w.rows, cols = w.cols;
     std::vector<float> bias_f32 = bias ? vector_as_f32(*bias) : std::vector<float>();
     const int64_t blocks = (rows + 3) / 4;
-#pragma omp parallel num_threads(threads_)
-    {
-      std::vector<float> scratch(static_cast<size_t>(4 * cols));
-#pragma omp for schedule(static)
-      for (int64_t block = 0; block < blocks; block++) {
+    pool_.parallel_for(blocks, [&](int64_t first, int64_t last, int thread) {
+      std::vector<float>& scratch = scratch_[static_cast<size_t>(thread)];
+      if (scratch.size() < static_cast<size_t>(4 * cols)) scratch.resize(static_cast<size_t>(4 * cols));
+      for (int64_t block = first; block < last; block++) {
         const int64_t r0 = block * 4, count = std::min<int64_t>(4, rows - r0);
         const float* row[4];
         for (int64_t i = 0; i < 4; i++) row[i] = row_as_f32(w, r0 + std::min(i, count - 1), scratch.data() + i * cols);
@@ -124,42 +124,44 @@ class CpuBackend final : public Backend {
           for (int64_t i = 0; i < count; i++) y[t * rows + r0 + i] = out[i] + (bias ? bias_f32[r0 + i] : 0.0f);
         }
       }
-    }
+    });
   }
 
   void rmsnorm(float* y, const float* x, int tokens, const WeightView& weight, float eps) override {
     const int64_t dim = weight.cols * weight.rows;
     std::vector<float> gain = vector_as_f32(weight);
-#pragma omp parallel for num_threads(threads_) schedule(static) if (tokens > 1)
-    for (int t = 0; t < tokens; t++) {
-      const float* in = x + t * dim;
-      float* out = y + t * dim;
-      float mean_square = dot(in, in, dim) / static_cast<float>(dim);
-      float scale = 1.0f / std::sqrt(mean_square + eps);
-      for (int64_t i = 0; i < dim; i++) out[i] = gain[i] * (in[i] * scale);
-    }
+    pool_.parallel_for(tokens, [&](int64_t first, int64_t last, int) {
+      for (int64_t t = first; t < last; t++) {
+        const float* in = x + t * dim;
+        float* out = y + t * dim;
+        float mean_square = dot(in, in, dim) / static_cast<float>(dim);
+        float scale = 1.0f / std::sqrt(mean_square + eps);
+        for (int64_t i = 0; i < dim; i++) out[i] = gain[i] * (in[i] * scale);
+      }
+    });
   }
 
   void rope(float* x, const TokenPlacement& placement, int heads, int head_dim, const float* inverse_frequencies) override {
     const int half = head_dim / 2;
-#pragma omp parallel for num_threads(threads_) schedule(static) if (placement.count > 1)
-    for (int t = 0; t < placement.count; t++) {
+    pool_.parallel_for(placement.count, [&](int64_t first, int64_t last, int) {
       std::vector<float> cosines(half), sines(half);
-      for (int i = 0; i < half; i++) {
-        // The angle is rounded to float32 as in transformers; cos/sin are then exact to 1 ulp.
-        float angle = static_cast<float>(placement.positions[t]) * inverse_frequencies[i];
-        cosines[i] = static_cast<float>(std::cos(static_cast<double>(angle)));
-        sines[i] = static_cast<float>(std::sin(static_cast<double>(angle)));
-      }
-      for (int h = 0; h < heads; h++) {
-        float* v = x + (static_cast<int64_t>(t) * heads + h) * head_dim;
+      for (int64_t t = first; t < last; t++) {
         for (int i = 0; i < half; i++) {
-          float a = v[i], b = v[i + half];
-          v[i] = a * cosines[i] - b * sines[i];
-          v[i + half] = b * cosines[i] + a * sines[i];
+          // The angle is rounded to float32 as in transformers; cos/sin are then exact to 1 ulp.
+          float angle = static_cast<float>(placement.positions[t]) * inverse_frequencies[i];
+          cosines[i] = static_cast<float>(std::cos(static_cast<double>(angle)));
+          sines[i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+        }
+        for (int h = 0; h < heads; h++) {
+          float* v = x + (t * heads + h) * head_dim;
+          for (int i = 0; i < half; i++) {
+            float a = v[i], b = v[i + half];
+            v[i] = a * cosines[i] - b * sines[i];
+            v[i + half] = b * cosines[i] + a * sines[i];
+          }
         }
       }
-    }
+    });
   }
 
   void store_kv(const KvLayer& cache, const float* k, const float* v, const TokenPlacement& placement) override {
@@ -176,11 +178,9 @@ class CpuBackend final : public Backend {
     const int group = heads / kv_heads;
     const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
     const int64_t tasks = static_cast<int64_t>(placement.count) * heads;
-#pragma omp parallel num_threads(threads_) if (tasks > 1)
-    {
-      std::vector<float> scores(kTile), accumulator(head_dim);
-#pragma omp for schedule(dynamic, 4)
-      for (int64_t task = 0; task < tasks; task++) {
+    pool_.parallel_for(tasks, [&](int64_t first, int64_t last, int) {
+      std::vector<float> scores(kTile), accumulator(static_cast<size_t>(head_dim));
+      for (int64_t task = first; task < last; task++) {
         const int t = static_cast<int>(task / heads), h = static_cast<int>(task % heads);
         const float* query = q + (static_cast<int64_t>(t) * heads + h) * head_dim;
         const size_t base = placement.sequences[t] * cache.sequence_stride + static_cast<size_t>(h / group) * head_dim;
@@ -208,12 +208,13 @@ class CpuBackend final : public Backend {
         float* result = out + (static_cast<int64_t>(t) * heads + h) * head_dim;
         for (int d = 0; d < head_dim; d++) result[d] = accumulator[d] / running_sum;
       }
-    }
+    });
   }
 
   void swiglu(float* gate, const float* up, size_t n) override {
-#pragma omp parallel for num_threads(threads_) schedule(static) if (n > 16384)
-    for (size_t i = 0; i < n; i++) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+    pool_.parallel_for(static_cast<int64_t>(n), [&](int64_t first, int64_t last, int) {
+      for (int64_t i = first; i < last; i++) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+    }, 4096);
   }
 
   void add(float* y, const float* x, size_t n) override {
@@ -222,7 +223,8 @@ class CpuBackend final : public Backend {
   }
 
  private:
-  int threads_;
+  ThreadPool pool_;
+  std::vector<std::vector<float>> scratch_;  // per thread: weight rows converted to float32
 };
 
 }  // namespace
