@@ -189,7 +189,7 @@ def disk_kind(device):
     for candidate in (name, re.sub(r"p?\d+$", "", name)):
         try:
             with open("/sys/block/%s/queue/rotational" % candidate) as f:
-                return "rotational" if f.read().strip() == "1" else "non-rotational"
+                return "sysfs: rotational" if f.read().strip() == "1" else "sysfs: non-rotational"
         except OSError:
             continue
     return "unknown kind"

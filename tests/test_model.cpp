@@ -9,6 +9,7 @@
 #include "common/error.h"
 #include "model/config.h"
 #include "plan/plan.h"
+#include "sample/sampler.h"
 #include "helpers.h"
 
 namespace lw {
@@ -213,6 +214,73 @@ TEST(Kernels, RmsnormAndSwiglu) {
   EXPECT_NEAR(gate[0], -1 / (1 + std::exp(1.0)) * 3, 1e-6);
   EXPECT_EQ(gate[1], 0);
   EXPECT_NEAR(gate[2], 2 / (1 + std::exp(-2.0)) * 5, 1e-6);
+}
+
+}  // namespace
+}  // namespace lw
+
+namespace lw {
+namespace {
+
+TEST(Sampler, GreedyPicksTheLargestLogit) {
+  Sampler sampler({});
+  std::vector<float> logits = {0.1f, 2.0f, -1.0f, 1.9f};
+  EXPECT_EQ(sampler.sample(logits.data(), 4, {}), 1);
+}
+
+TEST(Sampler, RepetitionPenaltyFollowsTransformers) {
+  // transformers divides positive logits and multiplies negative ones, once per distinct token.
+  SamplingOptions options;
+  options.repeat_penalty = 2.0f;
+  Sampler sampler(options);
+  std::vector<float> logits = {3.0f, 2.0f, -1.0f, 1.9f};
+  EXPECT_EQ(sampler.sample(logits.data(), 4, {0, 0, 2}), 1);
+  EXPECT_FLOAT_EQ(logits[0], 1.5f);
+  EXPECT_FLOAT_EQ(logits[2], -2.0f);
+  EXPECT_FLOAT_EQ(logits[1], 2.0f);
+}
+
+TEST(Sampler, SeedReproducesAndTopKTopPRestrictTheChoice) {
+  std::vector<float> base = {1.0f, 0.5f, 0.0f, -0.5f, 2.0f, 1.5f};
+  auto draw = [&](SamplingOptions options, int n) {
+    Sampler sampler(options);
+    std::vector<int> out;
+    for (int i = 0; i < n; i++) {
+      std::vector<float> logits = base;
+      out.push_back(sampler.sample(logits.data(), 6, {}));
+    }
+    return out;
+  };
+  SamplingOptions options;
+  options.temperature = 1.0f;
+  options.seed = 7;
+  EXPECT_EQ(draw(options, 50), draw(options, 50));
+  options.seed = 8;
+  SamplingOptions other_seed = options;
+  other_seed.seed = 7;
+  EXPECT_NE(draw(options, 50), draw(other_seed, 50));
+  options.top_k = 2;
+  for (int token : draw(options, 200)) EXPECT_TRUE(token == 4 || token == 5);
+  options.top_k = 0;
+  options.top_p = 0.3f;  // the top token alone holds about 0.42 of the mass
+  for (int token : draw(options, 100)) EXPECT_EQ(token, 4);
+}
+
+TEST(Sampler, FrequenciesFollowTheTemperedSoftmax) {
+  std::vector<float> base = {1.0f, 0.0f, -1.0f};
+  SamplingOptions options;
+  options.temperature = 2.0f;
+  options.seed = 3;
+  Sampler sampler(options);
+  std::vector<int> counts(3);
+  const int draws = 20000;
+  for (int i = 0; i < draws; i++) {
+    std::vector<float> logits = base;
+    counts[static_cast<size_t>(sampler.sample(logits.data(), 3, {}))]++;
+  }
+  const double z = std::exp(0.5) + 1 + std::exp(-0.5);
+  const double expected[3] = {std::exp(0.5) / z, 1 / z, std::exp(-0.5) / z};
+  for (int i = 0; i < 3; i++) EXPECT_NEAR(counts[static_cast<size_t>(i)] / static_cast<double>(draws), expected[i], 0.015);
 }
 
 }  // namespace

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what layerwise needs to build and test, from Debian's packages. Idempotent: does
+# nothing when everything is already there. Needs root (or sudo) only when something is missing.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config     # compiler and build
+  nlohmann-json3-dev                   # JSON: config.json, safetensors headers, manifests
+  libcli11-dev                         # command line parsing
+  libxxhash-dev                        # checksums of split files
+  libgtest-dev googletest              # tests
+)
+if [[ "${1:-}" == "--with-fuzz" ]]; then
+  packages+=(clang libclang-rt-14-dev)  # libFuzzer and sanitizers for the fuzz targets
+fi
+
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+echo "installing: ${missing[*]}" >&2
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
