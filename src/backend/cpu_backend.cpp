@@ -8,6 +8,7 @@
 #include <vector>
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define LW_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
@@ -62,7 +63,11 @@ __attribute__((target("avx2,f16c"))) void f16_row_to_f32_f16c(const uint16_t* in
     _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i))));
   for (; i < n; i++) out[i] = f16_to_f32(in[i]);
 }
-const bool kHasF16c = __builtin_cpu_supports("f16c");
+bool cpu_has_f16c_and_avx2() {
+  unsigned a, b, c, d;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) && __builtin_cpu_supports("avx2");
+}
+const bool kHasF16c = cpu_has_f16c_and_avx2();
 #endif
 
 void f16_row_to_f32(const uint16_t* in, float* out, int64_t n) {

@@ -26,8 +26,9 @@ Manifest parse_manifest(std::string_view text, const std::string& path) {
     fail(path, std::string("manifest is not valid JSON (") + e.what() + ")");
   }
   if (!json.is_object()) fail(path, "manifest is not a JSON object");
-  if (json.value("format", "") != "layerwise-split") fail(path, "not a layerwise split manifest (\"format\" is not \"layerwise-split\")");
-  if (!json.contains("version") || !json["version"].is_number_integer() || json["version"].get<int>() != Manifest::kVersion)
+  if (!json.contains("format") || json["format"] != "layerwise-split")
+    fail(path, "not a layerwise split manifest (\"format\" is not \"layerwise-split\")");
+  if (!json.contains("version") || !json["version"].is_number_integer() || json["version"] != Manifest::kVersion)
     fail(path, "unsupported manifest version (this build reads version " + std::to_string(Manifest::kVersion) + ")");
   Manifest manifest;
   if (!json.contains("dtype") || !json["dtype"].is_string()) fail(path, "manifest has no \"dtype\" string");

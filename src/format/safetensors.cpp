@@ -58,9 +58,16 @@ const SafetensorsTensor* SafetensorsHeader::find(const std::string& name) const 
 }
 
 SafetensorsHeader parse_safetensors_header(std::string_view text, uint64_t data_bytes, const std::string& path) {
+  // The header is an object of objects holding short arrays: refuse deeper nesting as it is
+  // parsed, so a hostile header cannot make the parser build a huge tree.
+  constexpr int kMaxDepth = 3;
   nlohmann::json json;
   try {
-    json = nlohmann::json::parse(text.begin(), text.end());
+    json = nlohmann::json::parse(text.begin(), text.end(), [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json&) {
+      if (depth >= kMaxDepth && (event == nlohmann::json::parse_event_t::object_start || event == nlohmann::json::parse_event_t::array_start))
+        fail(path, "safetensors header nests deeper than the format allows");
+      return true;
+    });
   } catch (const nlohmann::json::exception& e) {
     fail(path, std::string("safetensors header is not valid JSON (") + e.what() + ")");
   }
@@ -89,6 +96,7 @@ SafetensorsHeader parse_safetensors_header(std::string_view text, uint64_t data_
     tensor.dtype_name = dtype->get<std::string>();
     tensor.element_size = element_size_of(tensor.dtype_name);
     if (tensor.element_size == 0) fail(path, where + " has unknown dtype '" + tensor.dtype_name + "'");
+    if (shape->size() > 16) fail(path, where + " has more than 16 dimensions");
     uint64_t elements = 1;
     for (const auto& dim : *shape) {
       if (!dim.is_number_unsigned()) fail(path, where + " has a shape entry that is not a non-negative integer");
