@@ -15,6 +15,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "common/error.h"
+#include "common/file.h"
 #include "common/progress.h"
 #include "format/manifest.h"
 #include "format/safetensors.h"
@@ -67,25 +68,23 @@ nlohmann::json split_identity(const Checkpoint& source, const std::string& dtype
   return {{"source", fs::absolute(source.path).lexically_normal().string()}, {"dtype", dtype}, {"files", files}};
 }
 
-uint64_t hash_file(const std::string& path, Progress* progress, uint64_t* done) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
+uint64_t hash_file(const std::string& path, Progress& progress, uint64_t& done) {
+  const File file(path);
+  const uint64_t size = file.size();
   XXH3_state_t* state = XXH3_createState();
   XXH3_64bits_reset(state);
   std::vector<char> buffer(kChunkBytes);
-  while (true) {
-    ssize_t got = read(fd, buffer.data(), buffer.size());
-    if (got < 0 && errno == EINTR) continue;
-    if (got < 0) {
-      close(fd);
-      XXH3_freeState(state);
-      fail(path, std::string("read failed: ") + std::strerror(errno));
+  try {
+    for (uint64_t at = 0; at < size; at += kChunkBytes) {
+      const uint64_t take = std::min<uint64_t>(kChunkBytes, size - at);
+      file.read_at(buffer.data(), take, at);
+      XXH3_64bits_update(state, buffer.data(), take);
+      progress.update(done += take);
     }
-    if (got == 0) break;
-    XXH3_64bits_update(state, buffer.data(), static_cast<size_t>(got));
-    if (progress) progress->update(*done += static_cast<uint64_t>(got));
+  } catch (...) {
+    XXH3_freeState(state);
+    throw;
   }
-  close(fd);
   uint64_t hash = XXH3_64bits_digest(state);
   XXH3_freeState(state);
   return hash;
@@ -101,28 +100,17 @@ SafetensorsWriter::Result write_unit(const Checkpoint& source, const UnitSource&
   std::vector<char> in(kChunkBytes), out(kChunkBytes * 2);
   for (size_t i = 0; i < unit.tensors.size(); i++) {
     const TensorLocation& tensor = unit.tensors[i];
-    const std::string& file = source.files[static_cast<size_t>(tensor.file)];
-    int fd = open(file.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) fail(file, std::string("cannot open: ") + std::strerror(errno));
+    const File file(source.files[static_cast<size_t>(tensor.file)]);
     const size_t element = dtype_size(tensor.dtype);
     const uint64_t chunk = kChunkBytes / element * element;
     for (uint64_t at = 0; at < tensor.bytes; at += chunk) {
       const uint64_t take = std::min(chunk, tensor.bytes - at);
-      for (uint64_t got = 0; got < take;) {
-        ssize_t n = pread(fd, in.data() + got, take - got, static_cast<off_t>(tensor.offset + at + got));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-          close(fd);
-          fail(file, n == 0 ? "file ended early" : std::string("read failed: ") + std::strerror(errno));
-        }
-        got += static_cast<uint64_t>(n);
-      }
+      file.read_at(in.data(), take, tensor.offset + at);
       const DType to = specs[i].dtype;
       convert(in.data(), tensor.dtype, out.data(), to, take / element);
       writer.append(out.data(), take / element * dtype_size(to));
       progress.update(done += take, unit.recipe.name);
     }
-    close(fd);
   }
   return writer.commit();
 }
@@ -224,7 +212,7 @@ int verify_split(const std::string& dir, bool quiet) {
     if (error) fail(path, "missing");
     if (size != unit.bytes)
       fail(path, "is " + std::to_string(size) + " bytes but the manifest says " + std::to_string(unit.bytes));
-    uint64_t hash = hash_file(path, &progress, &done);
+    uint64_t hash = hash_file(path, progress, done);
     if (hash != unit.xxh3)
       fail(path, "checksum " + format_xxh3(hash) + " does not match the manifest's " + format_xxh3(unit.xxh3) + " (corrupted)");
   }

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/file.h"
 
 namespace lw {
 namespace {
@@ -29,19 +30,6 @@ size_t element_size_of(const std::string& dtype) {
 }
 
 uint64_t align_up(uint64_t value, uint64_t alignment) { return (value + alignment - 1) / alignment * alignment; }
-
-void read_exact(int fd, void* buffer, size_t size, uint64_t offset, const std::string& path) {
-  auto* out = static_cast<char*>(buffer);
-  while (size > 0) {
-    ssize_t got = pread(fd, out, size, static_cast<off_t>(offset));
-    if (got < 0 && errno == EINTR) continue;
-    if (got < 0) fail(path, std::string("read failed: ") + std::strerror(errno));
-    if (got == 0) fail(path, "file is truncated");
-    out += got;
-    size -= static_cast<size_t>(got);
-    offset += static_cast<uint64_t>(got);
-  }
-}
 
 }  // namespace
 
@@ -132,20 +120,13 @@ SafetensorsHeader parse_safetensors_header(std::string_view text, uint64_t data_
 }
 
 SafetensorsFile open_safetensors(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
-  struct FdCloser {
-    int fd;
-    ~FdCloser() { close(fd); }
-  } closer{fd};
-  struct stat info {};
-  if (fstat(fd, &info) != 0) fail(path, std::string("cannot stat: ") + std::strerror(errno));
+  File input(path);
   SafetensorsFile file;
   file.path = path;
-  file.file_bytes = static_cast<uint64_t>(info.st_size);
+  file.file_bytes = input.size();
   if (file.file_bytes < 8) fail(path, "too short to be a safetensors file (" + std::to_string(file.file_bytes) + " bytes)");
   unsigned char length_bytes[8];
-  read_exact(fd, length_bytes, 8, 0, path);
+  input.read_at(length_bytes, 8, 0);
   uint64_t header_bytes = 0;
   for (int i = 7; i >= 0; i--) header_bytes = header_bytes << 8 | length_bytes[i];
   if (header_bytes > kMaxHeaderBytes) fail(path, "safetensors header length " + std::to_string(header_bytes) + " is implausible (limit 100 MiB)");
@@ -153,7 +134,7 @@ SafetensorsFile open_safetensors(const std::string& path) {
     fail(path, "safetensors header length " + std::to_string(header_bytes) + " runs past the end of the file (" +
                    std::to_string(file.file_bytes) + " bytes)");
   std::string text(header_bytes, '\0');
-  read_exact(fd, text.data(), header_bytes, 8, path);
+  input.read_at(text.data(), header_bytes, 8);
   file.data_offset = 8 + header_bytes;
   file.header = parse_safetensors_header(text, file.file_bytes - file.data_offset, path);
   return file;

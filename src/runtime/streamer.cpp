@@ -1,11 +1,7 @@
 #include "runtime/streamer.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
+#include <algorithm>
 #include <cstdlib>
-#include <cstring>
 
 #include "common/error.h"
 #include "common/system.h"
@@ -22,18 +18,6 @@ char* allocate_buffer(uint64_t bytes) {
   void* memory = std::aligned_alloc(kAlignment, align_up(std::max<uint64_t>(bytes, 1), kAlignment));
   if (!memory) fail("out of memory allocating a " + std::to_string(bytes) + "-byte unit buffer");
   return static_cast<char*>(memory);
-}
-
-void pread_exact(int fd, char* out, uint64_t bytes, uint64_t offset, const std::string& path) {
-  while (bytes > 0) {
-    ssize_t got = pread(fd, out, bytes, static_cast<off_t>(offset));
-    if (got < 0 && errno == EINTR) continue;
-    if (got < 0) fail(path, std::string("read failed: ") + std::strerror(errno));
-    if (got == 0) fail(path, "file ended early (truncated while running?)");
-    out += got;
-    bytes -= static_cast<uint64_t>(got);
-    offset += static_cast<uint64_t>(got);
-  }
 }
 
 }  // namespace
@@ -73,26 +57,13 @@ UnitLayout layout_unit(const UnitSource& unit) {
 }
 
 UnitReader::UnitReader(const Checkpoint& checkpoint) : checkpoint_(checkpoint) {
-  for (const auto& path : checkpoint.files) {
-    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      for (int open_fd : fds_) close(open_fd);
-      fail(path, std::string("cannot open: ") + std::strerror(errno));
-    }
-    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    fds_.push_back(fd);
-  }
-}
-
-UnitReader::~UnitReader() {
-  for (int fd : fds_) close(fd);
+  for (const auto& path : checkpoint.files) files_.emplace_back(path);
 }
 
 uint64_t UnitReader::read_unit(const UnitLayout& layout, char* buffer) const {
   uint64_t total = 0;
   for (const auto& read : layout.reads) {
-    pread_exact(fds_[static_cast<size_t>(read.file)], buffer + read.buffer_offset, read.bytes, read.offset,
-                checkpoint_.files[static_cast<size_t>(read.file)]);
+    files_[static_cast<size_t>(read.file)].read_at(buffer + read.buffer_offset, read.bytes, read.offset);
     total += read.bytes;
   }
   return total;
@@ -104,8 +75,7 @@ void UnitReader::read_embedding_rows(const int32_t* tokens, int count, float* ou
   const uint64_t row_bytes = static_cast<uint64_t>(width) * dtype_size(table.dtype);
   std::vector<char> row(row_bytes);
   for (int t = 0; t < count; t++) {
-    pread_exact(fds_[static_cast<size_t>(table.file)], row.data(), row_bytes,
-                table.offset + static_cast<uint64_t>(tokens[t]) * row_bytes, checkpoint_.files[static_cast<size_t>(table.file)]);
+    files_[static_cast<size_t>(table.file)].read_at(row.data(), row_bytes, table.offset + static_cast<uint64_t>(tokens[t]) * row_bytes);
     convert_to_f32(row.data(), table.dtype, static_cast<size_t>(width), out + t * width);
   }
 }

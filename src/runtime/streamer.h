@@ -13,6 +13,7 @@
 
 #include "backend/backend.h"
 #include "checkpoint/checkpoint.h"
+#include "common/file.h"
 #include "plan/plan.h"
 
 namespace lw {
@@ -33,9 +34,6 @@ UnitLayout layout_unit(const UnitSource& unit);
 class UnitReader {
  public:
   explicit UnitReader(const Checkpoint& checkpoint);
-  ~UnitReader();
-  UnitReader(const UnitReader&) = delete;
-  UnitReader& operator=(const UnitReader&) = delete;
   // Fills buffer (layout.buffer_bytes) with the unit's tensors; returns bytes read.
   uint64_t read_unit(const UnitLayout& layout, char* buffer) const;
   // Embedding rows of these tokens as float32, read on demand (the table is never loaded whole).
@@ -43,7 +41,7 @@ class UnitReader {
 
  private:
   const Checkpoint& checkpoint_;
-  std::vector<int> fds_;
+  std::vector<File> files_;  // parallel to checkpoint.files
 };
 
 // The weights of one loaded unit, by role.
