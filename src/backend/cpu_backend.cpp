@@ -43,6 +43,23 @@ LW_CLONES void dot4(const float* x, const float* w0, const float* w1, const floa
   out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
 }
 
+// Sixteen dot products: four tokens against four weight rows, each load feeding four FMAs.
+LW_CLONES void dot4x4(const float* x0, const float* x1, const float* x2, const float* x3, const float* const* w, int64_t n,
+                      float* out) {
+  const float *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
+  float s00 = 0, s01 = 0, s02 = 0, s03 = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0;
+  float s20 = 0, s21 = 0, s22 = 0, s23 = 0, s30 = 0, s31 = 0, s32 = 0, s33 = 0;
+#pragma omp simd reduction(+ : s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33)
+  for (int64_t i = 0; i < n; i++) {
+    s00 += x0[i] * w0[i], s01 += x0[i] * w1[i], s02 += x0[i] * w2[i], s03 += x0[i] * w3[i];
+    s10 += x1[i] * w0[i], s11 += x1[i] * w1[i], s12 += x1[i] * w2[i], s13 += x1[i] * w3[i];
+    s20 += x2[i] * w0[i], s21 += x2[i] * w1[i], s22 += x2[i] * w2[i], s23 += x2[i] * w3[i];
+    s30 += x3[i] * w0[i], s31 += x3[i] * w1[i], s32 += x3[i] * w2[i], s33 += x3[i] * w3[i];
+  }
+  const float sums[16] = {s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33};
+  for (int i = 0; i < 16; i++) out[i] = sums[i];
+}
+
 LW_CLONES void axpy(float* y, float a, const float* x, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
@@ -123,7 +140,14 @@ class CpuBackend final : public Backend {
         const int64_t r0 = block * 4, count = std::min<int64_t>(4, rows - r0);
         const float* row[4];
         for (int64_t i = 0; i < 4; i++) row[i] = row_as_f32(w, r0 + std::min(i, count - 1), scratch.data() + i * cols);
-        for (int t = 0; t < tokens; t++) {
+        int t = 0;
+        for (; t + 4 <= tokens; t += 4) {
+          float out[16];
+          dot4x4(x + t * cols, x + (t + 1) * cols, x + (t + 2) * cols, x + (t + 3) * cols, row, cols, out);
+          for (int j = 0; j < 4; j++)
+            for (int64_t i = 0; i < count; i++) y[(t + j) * rows + r0 + i] = out[j * 4 + i] + (bias ? bias_f32[r0 + i] : 0.0f);
+        }
+        for (; t < tokens; t++) {
           float out[4];
           dot4(x + t * cols, row[0], row[1], row[2], row[3], cols, out);
           for (int64_t i = 0; i < count; i++) y[t * rows + r0 + i] = out[i] + (bias ? bias_f32[r0 + i] : 0.0f);
