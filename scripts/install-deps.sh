@@ -8,6 +8,8 @@ packages=(
   nlohmann-json3-dev                   # JSON: config.json, safetensors headers, manifests
   libcli11-dev                         # command line parsing
   libxxhash-dev                        # checksums of split files
+  libpcre2-dev                         # Unicode regular expressions (tokenizer pre-tokenizers)
+  libutf8proc-dev                      # Unicode normalization (NFC, NFKC) and categories
   libgtest-dev googletest              # tests
 )
 if [[ "${1:-}" == "--with-fuzz" ]]; then
