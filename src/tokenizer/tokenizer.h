@@ -25,7 +25,12 @@ class Tokenizer {
   // `tokenizer` is the parsed tokenizer.json; `config` the parsed tokenizer_config.json (or null).
   // Throws lw::Error naming `source` and the problem (e.g. an unknown component type by name).
   static Tokenizer from_json(const nlohmann::json& tokenizer, const nlohmann::json& config, const std::string& source);
-  // Reads DIR/tokenizer.json and DIR/tokenizer_config.json (if present).
+  // When `config` has add_bos_token or add_eos_token, they decide what add_special_tokens adds
+  // (transformers 5's update_post_processor: "[bos] $A [eos]", a missing flag counting as false).
+  //
+  // Reads DIR/tokenizer.json and DIR/tokenizer_config.json (if present), and chat_template.jinja
+  // when the config has no chat_template. As transformers 5, add_bos_token/add_eos_token in
+  // tokenizer_config.json are ignored there: tokenizer.json's post-processor decides.
   static Tokenizer from_directory(const std::string& dir);
 
   Tokenizer(Tokenizer&&) noexcept;
