@@ -27,7 +27,7 @@ void expect_failure(const test::RunResult& result, const std::string& needle) {
 }
 
 TEST(Cli, GeneratesTheReferenceIdsAndReportsStatistics) {
-  auto result = layerwise({"generate", "--model", test::stories_path(), "--prompt-ids", "1", "--max-new-tokens", "20"});
+  auto result = layerwise({"generate", "--model", test::stories_path(), "--prompt-ids", "1", "--max-new-tokens", "20", "--output-ids"});
   ASSERT_EQ(result.exit_code, 0) << result.err;
   auto reference = test::load_json(test::stories_path() + "/reference/greedy.json")[0]["generated_ids"].get<std::vector<int>>();
   reference.resize(20);
@@ -83,13 +83,13 @@ TEST(Cli, RefusesABudgetTooSmallAndSaysTheMinimum) {
 
 TEST(Cli, StreamsStories260KAtTheMinimumBudgetAndReReadsEveryLayer) {
   auto refused = layerwise({"generate", "--model", test::stories_path(), "--prompt-ids", "1", "--max-new-tokens", "50",
-                            "--max-memory", "1MiB"});
+                            "--max-memory", "1MiB", "--output-ids"});
   std::smatch match;
   ASSERT_TRUE(std::regex_search(refused.err, match, std::regex(R"(at least ([0-9.]+) MiB)"))) << refused.err;
   // The minimum plus a little slack for the process's own small variations between runs.
   const std::string budget = std::to_string(static_cast<int>(std::stod(match[1]) * 1024 + 100)) + "KiB";
   auto result = layerwise({"generate", "--model", test::stories_path(), "--prompt-ids", "1", "--max-new-tokens", "50",
-                           "--max-memory", budget, "--ignore-eos"});
+                           "--max-memory", budget, "--ignore-eos", "--output-ids"});
   ASSERT_EQ(result.exit_code, 0) << result.err;
   auto reference = test::load_json(test::stories_path() + "/reference/greedy.json")[0]["generated_ids"].get<std::vector<int>>();
   reference.resize(50);

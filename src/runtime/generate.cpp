@@ -73,7 +73,9 @@ std::vector<std::vector<int>> generate(Engine& engine, const std::vector<std::ve
     generated[static_cast<size_t>(s)].push_back(token);
     if (on_token) on_token(s, token);
     const auto& eos = config.eos_token_ids;
+    const auto& stops = options.stop_token_ids;
     if ((options.stop_at_eos && std::find(eos.begin(), eos.end(), token) != eos.end()) ||
+        std::find(stops.begin(), stops.end(), token) != stops.end() ||
         static_cast<int>(generated[static_cast<size_t>(s)].size()) >= options.max_new_tokens)
       finished[static_cast<size_t>(s)] = true;
   };

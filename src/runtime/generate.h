@@ -14,6 +14,7 @@ struct GenerateOptions {
   int max_new_tokens = 64;
   SamplingOptions sampling;
   bool stop_at_eos = true;
+  std::vector<int> stop_token_ids;  // also end a sequence (e.g. a chat template's end of turn)
 };
 
 // Called as each token is chosen (sequence index, token id).

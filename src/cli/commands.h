@@ -1,0 +1,49 @@
+// The layerwise commands, one function each; main.cpp parses flags into these structs.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace lw::cli {
+
+struct RunOptions {  // how the engine runs
+  std::string model, max_memory;
+  int threads = 0;
+  bool no_prefetch = false, quiet = false;
+};
+
+struct GenerateArgs {
+  RunOptions run;
+  std::string prompt, prompt_ids, prompts_file, batch_file, system;
+  int max_new_tokens = 128, top_k = 0;
+  float temperature = 0, top_p = 1, repeat_penalty = 1;
+  uint64_t seed = 0;
+  bool has_prompt = false;  // --prompt was given (an empty prompt is valid: BOS only)
+  bool output_ids = false, ignore_eos = false, parse_special = false, chat = false;
+};
+
+struct ChatArgs {
+  RunOptions run;
+  std::string message, system;
+  int max_new_tokens = 512;
+  float temperature = 0, top_p = 1, repeat_penalty = 1;
+  int top_k = 0;
+  uint64_t seed = 0;
+};
+
+struct TokenizeArgs {
+  std::string model, text, file;
+  bool ids = false, pieces = false, parse_special = false, no_special_tokens = false;
+};
+
+int run_generate(const GenerateArgs& args);
+int run_chat(const ChatArgs& args);
+int run_info(const std::string& model, const std::string& max_memory, int context, int batch);
+int run_tokenize(const TokenizeArgs& args);
+int run_detokenize(const std::string& model, const std::string& ids, bool skip_special);
+
+// Shared helpers
+uint64_t memory_option(const std::string& text);
+std::vector<int> parse_ids(const std::string& text, const std::string& where);
+
+}  // namespace lw::cli

@@ -1,0 +1,67 @@
+// `info` and `split`: what a model is, how it would be planned, and its per-layer rewrite.
+#include <cstdio>
+#include <sstream>
+
+#include "checkpoint/checkpoint.h"
+#include "cli/commands.h"
+#include "common/error.h"
+#include "common/sizes.h"
+#include "runtime/engine.h"
+
+namespace lw::cli {
+
+uint64_t memory_option(const std::string& text) { return text.empty() ? 0 : parse_size(text); }
+
+std::vector<int> parse_ids(const std::string& text, const std::string& where) {
+  std::vector<int> ids;
+  std::istringstream in(text);
+  std::string word;
+  while (in >> word) {
+    size_t used = 0;
+    long value = -1;
+    try {
+      value = std::stol(word, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != word.size() || value < 0 || value > 1 << 30) fail(where, "'" + word + "' is not a token id");
+    ids.push_back(static_cast<int>(value));
+  }
+  return ids;
+}
+
+int run_info(const std::string& model, const std::string& max_memory, int context, int batch) {
+  Engine engine(model, {memory_option(max_memory), 0, true});
+  const auto& checkpoint = engine.checkpoint();
+  const auto& c = engine.config();
+  if (context <= 0) context = std::min(c.max_position, 2048);
+  // Plan first: a budget that cannot work is refused before anything is printed.
+  const MemoryPlan plan = engine.plan({batch, context, batch * context, false});
+  const std::string format = checkpoint.format == Checkpoint::Format::Split
+                                 ? "layerwise split, dtype " + checkpoint.split_dtype
+                                 : "Hugging Face";
+  std::printf("model         %s (%s)\n", model.c_str(), format.c_str());
+  std::printf("architecture  %s: %d layers, hidden %d, heads %d (kv %d, head_dim %d), ffn %d, vocab %d\n",
+              c.architecture.c_str(), c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim,
+              c.intermediate_size, c.vocab_size);
+  const char* rope_names[] = {"default", "linear", "dynamic", "llama3"};
+  std::printf("rope          theta %g, scaling %s (factor %g); max positions %d; tied head %s\n", c.rope.theta,
+              rope_names[static_cast<int>(c.rope.type)], c.rope.factor, c.max_position, c.tie_word_embeddings ? "yes" : "no");
+  std::printf("parameters    %.3f M\n", static_cast<double>(checkpoint.parameter_count()) / 1e6);
+  std::printf("units         (bytes on disk, in sweep order)\n");
+  uint64_t total = 0;
+  for (const auto& unit : checkpoint.units) {
+    std::printf("  %-10s %s%s\n", unit.recipe.name.c_str(), format_size(unit.bytes()).c_str(),
+                unit.recipe.kind == UnitKind::Embed ? " (rows read on demand)" : "");
+    total += unit.bytes();
+  }
+  std::printf("  total      %s\n", format_size(total).c_str());
+  std::printf("plan          budget %s%s, %d sequence(s) of %d tokens\n", format_size(engine.budget_bytes()).c_str(),
+              max_memory.empty() ? " (default: 80% of available memory)" : "", batch, context);
+  std::vector<std::string> names;
+  for (const auto& unit : checkpoint.units) names.push_back(unit.recipe.name);
+  std::printf("%s", describe_plan(plan, names).c_str());
+  return 0;
+}
+
+}  // namespace lw::cli
