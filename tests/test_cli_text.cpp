@@ -42,6 +42,27 @@ TEST(CliText, TokenizeAndDetokenizeMatchTheReference) {
   EXPECT_EQ(text.out, entry["prompt"].get<std::string>() + "\n");
 }
 
+TEST(CliText, TokenizesWithAGgufVocabulary) {
+  // llama.cpp's test vectors: strings separated by "\n__ggml_vocab_test__\n", one line of ids each.
+  const std::string base = test::source_path("../shared/vocab/ggml-vocab-gpt-2.gguf");
+  const std::string inputs = test::read_file(base + ".inp"), outputs = test::read_file(base + ".out");
+  const std::string separator = "\n__ggml_vocab_test__\n";
+  std::istringstream lines(outputs);
+  std::string expected;
+  size_t start = 0;
+  for (int i = 0; i < 12; i++) {
+    const size_t end = inputs.find(separator, start);
+    ASSERT_NE(end, std::string::npos);
+    ASSERT_TRUE(std::getline(lines, expected));
+    const std::string text = inputs.substr(start, end - start);
+    start = end + separator.size();
+    if (text.empty()) continue;  // an empty argument is not a text
+    auto result = layerwise({"tokenize", "--model", base, "--no-special-tokens", text});
+    ASSERT_EQ(result.exit_code, 0) << result.err;
+    EXPECT_EQ(test::parse_ids(result.out), test::parse_ids(expected)) << "'" << text << "'";
+  }
+}
+
 TEST(CliText, PromptsFileRunsTextPromptsTogether) {
   test::TempDir dir;
   std::string lines;

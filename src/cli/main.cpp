@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
 
   TokenizeArgs tokenize_args;
   auto* tokenize = app.add_subcommand("tokenize", "Show how the model's tokenizer splits a text");
-  tokenize->add_option("--model", tokenize_args.model, "Model directory (with tokenizer.json)")->required();
+  tokenize->add_option("--model", tokenize_args.model, "Model directory (with tokenizer.json) or GGUF file")->required();
   tokenize->add_option("text", tokenize_args.text, "The text");
   tokenize->add_option("--file", tokenize_args.file, "Tokenize this file instead (reports speed on stderr)");
   tokenize->add_flag("--ids", tokenize_args.ids, "Print ids on one line (the default)");
@@ -93,7 +93,7 @@ int main(int argc, char** argv) {
   std::string detokenize_model, detokenize_ids;
   bool skip_special = false;
   auto* detokenize = app.add_subcommand("detokenize", "Turn token ids back into text");
-  detokenize->add_option("--model", detokenize_model, "Model directory (with tokenizer.json)")->required();
+  detokenize->add_option("--model", detokenize_model, "Model directory (with tokenizer.json) or GGUF file")->required();
   detokenize->add_option("ids", detokenize_ids, "Token ids, space separated")->required();
   detokenize->add_flag("--skip-special", skip_special, "Leave out special tokens");
 

@@ -13,6 +13,7 @@
 #include "cli/commands.h"
 #include "common/error.h"
 #include "common/system.h"
+#include "gguf/gguf_tokenizer.h"
 
 namespace lw::cli {
 
@@ -23,7 +24,11 @@ Tokenizer load_tokenizer(const std::string& model_path) {
       fail(model_path, "has no tokenizer.json: give token ids with --prompt-ids instead");
     return Tokenizer::from_directory(model_path);
   }
-  fail(model_path, "not a model directory");
+  if (fs::is_regular_file(model_path)) {  // a GGUF file carries its vocabulary
+    const GgufFile gguf = GgufFile::open(model_path);
+    return Tokenizer::from_json(gguf_tokenizer_json(gguf), gguf_tokenizer_config(gguf), model_path);
+  }
+  fail(model_path, "no such model directory or GGUF file");
 }
 
 std::string read_text_file(const std::string& path) {
