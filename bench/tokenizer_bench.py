@@ -5,7 +5,8 @@
 
 Builds a deterministic ~1 MB text (English prose from the licence texts on this machine, this
 repository's source code, and llama.cpp's multilingual tokenizer test strings from ../shared),
-encodes it with `build/layerwise tokenize --file` and with `tokenizers.Tokenizer.encode` (one
+encodes it with `build/layerwise tokenize --file --parse-special` and with `tokenizers.Tokenizer.encode` (which
+recognises special tokens in the text by default; one
 string, one thread: the same work), checks that both give the same ids, and prints tokens/s for
 each and the ratio. Needs `pip install tokenizers` (a developer tool; nothing here runs in CI).
 """
@@ -72,7 +73,7 @@ def main():
                 rust_ids = encoding.ids
             best_ours, our_ids = None, None
             for _ in range(args.repeat):
-                run = subprocess.run([args.binary, "tokenize", "--model", directory, "--file", path, "--no-special-tokens"],
+                run = subprocess.run([args.binary, "tokenize", "--model", directory, "--file", path, "--no-special-tokens", "--parse-special"],
                                      capture_output=True, text=True)
                 if run.returncode != 0:
                     sys.exit(f"layerwise failed: {run.stderr}")

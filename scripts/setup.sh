@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)"
-echo "+ build/layerwise generate --model models/stories260K --prompt-ids 1 --max-new-tokens 64" >&2
-build/layerwise generate --model models/stories260K --prompt-ids 1 --max-new-tokens 64
+echo '+ build/layerwise generate --model models/stories260K --prompt "Once upon a time" --max-new-tokens 64' >&2
+build/layerwise generate --model models/stories260K --prompt "Once upon a time" --max-new-tokens 64
