@@ -24,7 +24,9 @@ const std::string& str_of(const Value& v, const char* what) {
 }
 int64_t int_of(const Value& v, const char* what) {
   if (!is_int(v)) error(std::string(what) + " must be an integer, not " + type_name(v));
-  return v.json().is_boolean() ? (v.json().get<bool>() ? 1 : 0) : v.json().get<int64_t>();
+  const Json& j = v.json();
+  if (j.is_number_unsigned() && j.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) error("integer too large");
+  return j.is_boolean() ? (j.get<bool>() ? 1 : 0) : j.get<int64_t>();
 }
 Json to_json(const Value& v) { return require_data(v).json(); }
 Json element(const Value& v) {  // a value going into a list, tuple or dict literal
@@ -163,7 +165,7 @@ std::string py_replace(const std::string& s, const std::string& old, const std::
 
 Json py_split(const std::string& s, const Value& sep, int64_t maxsplit) {
   Json out = Json::array();
-  if (sep.is_undefined() || (sep.is_data() && sep.json().is_null())) {  // runs of whitespace
+  if (sep.is_data() && sep.json().is_null()) {  // runs of whitespace
     std::u32string u = utf32(s);
     size_t i = 0;
     while (i < u.size()) {
@@ -234,7 +236,7 @@ std::optional<Value> str_method(const Value& self, const std::string& name) {
   };
   if (name == "strip" || name == "lstrip" || name == "rstrip") {
     bool l = name != "rstrip", r = name != "lstrip";
-    return m({"chars"}, [s, l, r](const Args& a) { return make(strip(s, a.get(0, Value()), l, r)); });
+    return m({"chars"}, [s, l, r](const Args& a) { return make(strip(s, a.get(0, make(nullptr)), l, r)); });
   }
   if (name == "startswith" || name == "endswith") {
     bool prefix = name == "startswith";
@@ -242,7 +244,7 @@ std::optional<Value> str_method(const Value& self, const std::string& name) {
   }
   if (name == "split")
     return m({"sep", "maxsplit"}, [s](const Args& a) {
-      return make(py_split(s, a.get(0, Value()), a.get(1) ? int_of(*a.get(1), "maxsplit") : -1));
+      return make(py_split(s, a.get(0, make(nullptr)), a.get(1) ? int_of(*a.get(1), "maxsplit") : -1));
     });
   if (name == "upper" || name == "lower" || name == "title" || name == "capitalize") {
     Case c = name == "upper" ? Case::Upper : name == "lower" ? Case::Lower : name == "title" ? Case::PyTitle : Case::Capitalize;
@@ -412,12 +414,9 @@ bool apply_test(const std::string& name, const Value& v, CallArgs& a) {
   if (name == "gt" || name == "greaterthan" || name == ">") return less(arg("other"), v);
   if (name == "ge" || name == ">=") return !less(v, arg("other"));
   if (name == "in") return contains(arg("seq"), v);
-  if (name == "odd" || name == "even") return (int_of(v, name.c_str()) % 2 != 0) == (name == "odd");
-  if (name == "divisibleby") {
-    int64_t d = int_of(arg("num"), "divisibleby argument");
-    if (d == 0) error("integer division or modulo by zero");
-    return int_of(v, "divisibleby value") % d == 0;
-  }
+  if (name == "odd") return equals(arithmetic("%", v, make(2)), make(1));
+  if (name == "even") return equals(arithmetic("%", v, make(2)), make(0));
+  if (name == "divisibleby") return equals(arithmetic("%", v, arg("num")), make(0));
   if (name == "sameas") {
     const Value& o = arg("other");
     if (data && o.is_data() && (j->is_null() || j->is_boolean()) && (o.json().is_null() || o.json().is_boolean()))
@@ -470,6 +469,7 @@ class Evaluator {
   Scope globals_, root_;
   std::string out_;
   int line_ = 0;
+  int calls_ = 0;  // macro calls in progress
 
   // ---- statements ----
 
@@ -614,12 +614,14 @@ class Evaluator {
         for (auto& p : params) known |= p.first == k;
         if (!known) error("macro '" + macro->text + "' takes no keyword argument '" + k + "'");
       }
+      if (++calls_ > 256) error("macro calls nested too deeply (recursion?)");
       std::string saved;
       std::swap(saved, out_);
       int line = line_;
       exec(macro->body, inner);
       line_ = line;
       std::swap(saved, out_);
+      --calls_;
       return make(saved);
     });
   }
@@ -765,7 +767,7 @@ class Evaluator {
   Value apply_filter(const std::string& name, const Value& in, CallArgs& ca) {
     auto A = [&](std::vector<std::string> names) { return Args(ca, name, std::move(names)); };
     auto text = [&]() { return to_str(in); };  // Jinja's soft_str: Undefined -> ""
-    if (name == "trim") return make(strip(text(), A({"chars"}).get(0, Value()), true, true));
+    if (name == "trim") return make(strip(text(), A({"chars"}).get(0, make(nullptr)), true, true));
     if (name == "length" || name == "count") {
       A({});
       if (in.kind == Value::Kind::Namespace || in.kind == Value::Kind::Callable)
@@ -850,7 +852,7 @@ class Evaluator {
       return make(py_replace(text(), to_str(a.need(0)), to_str(a.need(1)),
                              a.get(2) && !(a.get(2)->is_data() && a.get(2)->json().is_null()) ? int_of(*a.get(2), "count") : -1));
     }
-    if (name == "indent") return indent(text(), A({"width", "first", "blank"}));
+    if (name == "indent") return indent(str_of(require_data(in), "indent input"), A({"width", "first", "blank"}));
     if (name == "select" || name == "reject" || name == "selectattr" || name == "rejectattr") return select(name, in, ca);
     if (name == "map") return map(in, ca);
     if (name == "abs") {
@@ -871,6 +873,10 @@ class Evaluator {
       if (method == "ceil") return make(std::ceil(x * scale) / scale);
       if (method == "floor") return make(std::floor(x * scale) / scale);
       if (method != "common") error("method must be common, ceil or floor");
+      if (!j.is_number_float()) {  // Python's round() of an int is an int
+        if (precision >= 0) return make(int_of(in, "round value"));
+        return make(static_cast<int64_t>(std::nearbyint(x * scale) / scale));
+      }
       if (precision < 0) return make(std::nearbyint(x * scale) / scale);
       // Python's round(): correctly rounded, ties to even -- as printf rounds.
       char buf[512];
@@ -971,7 +977,7 @@ class Evaluator {
       if (name == "int" && (j.is_number_integer() || j.is_boolean())) return make(int_of(in, "value"));
       d = j.is_number_float() ? j.get<double>() : static_cast<double>(int_of(in, "value"));
     } else if (j.is_string()) {
-      std::string s = strip(j.get<std::string>(), Value(), true, true);
+      std::string s = strip(j.get<std::string>(), make(nullptr), true, true);
       try {
         size_t used = 0;
         if (name == "int") {

@@ -65,6 +65,7 @@ struct Expr {
   Kwargs kwargs;
   std::vector<std::string> ops;   // Compare: ==, !=, <, <=, >, >=, in, notin
   bool negated = false;           // Test: "is not"
+  int depth = 1;                  // of this subtree (bounded, so that recursion stays shallow)
 };
 
 struct Node;
@@ -149,7 +150,7 @@ const Value& require_data(const Value& v);             // throws Jinja's Undefin
 std::u32string utf32(const std::string& s);
 std::string utf8(const std::u32string& s);
 bool is_space(char32_t c);
-std::string strip(const std::string& s, const Value& chars, bool left, bool right);
+std::string strip(const std::string& s, const Value& chars, bool left, bool right);  // chars None: whitespace
 int64_t length(const Value& v);                        // len(v)
 std::vector<Value> iterate(const Value& v);            // iter(v): list items, dict keys, characters
 

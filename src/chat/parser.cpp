@@ -2,6 +2,7 @@
 //   expression: condexpr = or ("if" or ["else" condexpr])*
 //   or / and / not / compare (== != < <= > >= in, not in) / + - / ~ / * / // % / ** / unary - +
 //   postfix: .name  .0  [subscript or slice]  (call)   then filters "| f(...)" and tests "is [not] t"
+#include <algorithm>
 #include <set>
 
 #include "chat/jinja.h"
@@ -24,6 +25,10 @@ const std::set<std::string> kTests = {
     "even", "false", "filter", "float", "ge", "greaterthan", "gt", "in", "integer", "iterable", "le", "lessthan",
     "lower", "lt", "mapping", "ne", "none", "number", "odd", "sameas", "sequence", "string", "test", "true",
     "undefined", "upper"};
+
+// Nesting limits: expression trees and statement nesting deeper than this are refused, so that
+// parsing, evaluating and freeing them cannot exhaust the stack.
+constexpr int kMaxDepth = 256;
 
 class Parser {
  public:
@@ -88,6 +93,23 @@ class Parser {
     e->line = line;
     return e;
   }
+  // Sets e's depth from its children's; refuses trees nested too deeply.
+  ExprPtr sized(ExprPtr e) {
+    int d = 0;
+    for (auto& a : e->args) d = std::max(d, a ? a->depth : 0);
+    for (auto& [k, a] : e->kwargs) d = std::max(d, a->depth);
+    e->depth = d + 1;
+    if (e->depth > kMaxDepth) fail("expression nested too deeply");
+    return e;
+  }
+  struct Nesting {  // counts recursive descent into statements and sub-expressions
+    explicit Nesting(Parser& p) : p_(p) {
+      if (++p_.nesting_ > kMaxDepth) p_.fail("template nested too deeply");
+    }
+    ~Nesting() { --p_.nesting_; }
+    Parser& p_;
+  };
+  int nesting_ = 0;
 
   // ---- statements ----
 
@@ -137,6 +159,7 @@ class Parser {
   }
 
   Node parse_statement() {
+    Nesting guard(*this);
     if (cur().type != Tok::Name) fail("expected a tag name, got " + describe(cur()));
     std::string tag = cur().text;
     int line = cur().line;
@@ -282,7 +305,7 @@ class Parser {
       if (cur().type == Tok::VarEnd || cur().type == Tok::BlockEnd || is_op(")") || is_name("if")) break;
       t->args.push_back(with_condexpr ? parse_expression() : parse_or());
     }
-    return t;
+    return sized(std::move(t));
   }
 
   ExprPtr parse_expression() {
@@ -293,7 +316,7 @@ class Parser {
       c->args.push_back(parse_or());
       c->args.push_back(std::move(expr));
       c->args.push_back(skip_name("else") ? parse_expression() : nullptr);
-      expr = std::move(c);
+      expr = sized(std::move(c));
     }
     return expr;
   }
@@ -303,7 +326,7 @@ class Parser {
     e->name = op;
     e->args.push_back(std::move(a));
     e->args.push_back(std::move(b));
-    return e;
+    return sized(std::move(e));
   }
 
   ExprPtr parse_or() {
@@ -318,9 +341,10 @@ class Parser {
   }
   ExprPtr parse_not() {
     if (is_name("not")) {
+      Nesting guard(*this);
       auto e = node(Expr::Kind::Not, next().line);
       e->args.push_back(parse_not());
-      return e;
+      return sized(std::move(e));
     }
     return parse_compare();
   }
@@ -347,6 +371,7 @@ class Parser {
       }
       cmp->ops.push_back(op);
       cmp->args.push_back(parse_math1());
+      cmp = sized(std::move(cmp));
     }
     return cmp ? std::move(cmp) : std::move(first);
   }
@@ -377,11 +402,13 @@ class Parser {
     return e;
   }
   ExprPtr parse_unary(bool with_filter) {
+    Nesting guard(*this);
     ExprPtr e;
     if (is_op("-") || is_op("+")) {
       Expr::Kind kind = cur().text == "-" ? Expr::Kind::Neg : Expr::Kind::Pos;
       e = node(kind, next().line);
       e->args.push_back(parse_unary(false));
+      e = sized(std::move(e));
     } else {
       e = parse_primary();
     }
@@ -429,7 +456,7 @@ class Parser {
             if (skip_op("]")) break;
             e->args.push_back(parse_expression());
           }
-          return e;
+          return sized(std::move(e));
         }
         if (skip_op("{")) {
           e->kind = Expr::Kind::Dict;
@@ -440,7 +467,7 @@ class Parser {
             expect_op(":");
             e->args.push_back(parse_expression());
           }
-          return e;
+          return sized(std::move(e));
         }
         break;
       default: break;
@@ -456,14 +483,14 @@ class Parser {
           auto a = node(Expr::Kind::Attr, line);
           a->name = next().text;
           a->args.push_back(std::move(e));
-          e = std::move(a);
+          e = sized(std::move(a));
         } else if (cur().type == Tok::Int) {
           auto a = node(Expr::Kind::Item, line);
           a->args.push_back(std::move(e));
           auto k = node(Expr::Kind::Const, line);
           k->value = next().int_value;
           a->args.push_back(std::move(k));
-          e = std::move(a);
+          e = sized(std::move(a));
         } else {
           fail("expected a name or number after '.', got " + describe(cur()));
         }
@@ -499,6 +526,7 @@ class Parser {
       slice = node(Expr::Kind::Slice, line);
       slice->args.push_back(std::move(target));
       for (auto& p : parts) slice->args.push_back(std::move(p));
+      slice = sized(std::move(slice));
     }
     if (slice) {
       if (!items.empty()) fail("unsupported construct: a slice inside a tuple subscript");
@@ -511,9 +539,9 @@ class Parser {
     } else {
       auto key = node(Expr::Kind::Tuple, line);
       key->args = std::move(items);
-      e->args.push_back(std::move(key));
+      e->args.push_back(sized(std::move(key)));
     }
-    return e;
+    return sized(std::move(e));
   }
 
   // "(" args ")" into e->args (after whatever is already there) and e->kwargs.
@@ -540,7 +568,7 @@ class Parser {
     auto e = node(Expr::Kind::Call, callee->line);
     e->args.push_back(std::move(callee));
     parse_args(*e);
-    return e;
+    return sized(std::move(e));
   }
 
   ExprPtr parse_filters(ExprPtr e) {
@@ -551,7 +579,7 @@ class Parser {
         f->name = dotted_name();
         f->args.push_back(std::move(e));
         if (is_op("(")) parse_args(*f);
-        e = std::move(f);
+        e = sized(std::move(f));
       } else if (skip_name("is")) {
         auto t = node(Expr::Kind::Test, line);
         t->negated = skip_name("not");
@@ -565,7 +593,7 @@ class Parser {
           if (is_name("is")) fail("cannot chain tests with 'is'");
           t->args.push_back(parse_postfix(parse_primary()));  // "x is equalto 3"
         }
-        e = std::move(t);
+        e = sized(std::move(t));
       } else if (is_op("(")) {
         e = parse_call(std::move(e));
       } else {

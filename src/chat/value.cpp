@@ -94,7 +94,7 @@ bool is_space(char32_t c) {  // Python's str.isspace()
 std::string strip(const std::string& s, const Value& chars, bool left, bool right) {
   std::u32string u = utf32(s);
   std::u32string set;
-  bool whitespace = chars.is_undefined() || (chars.is_data() && chars.json().is_null());
+  bool whitespace = chars.is_data() && chars.json().is_null();
   if (!whitespace) {
     if (!chars.is_data() || !chars.json().is_string()) error("strip arg must be None or str");
     set = utf32(chars.json().get<std::string>());

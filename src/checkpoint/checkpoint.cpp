@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/file.h"
 #include "format/manifest.h"
 #include "format/safetensors.h"
 
@@ -123,11 +124,7 @@ void open_huggingface(Checkpoint& checkpoint, const fs::path& dir) {
 
 void open_split(Checkpoint& checkpoint, const fs::path& dir) {
   const std::string manifest_path = (dir / "manifest.json").string();
-  std::ifstream file(manifest_path);
-  if (!file) fail(manifest_path, "cannot open");
-  std::stringstream text;
-  text << file.rdbuf();
-  Manifest manifest = parse_manifest(text.str(), manifest_path);
+  Manifest manifest = parse_manifest(read_file_text(manifest_path), manifest_path);
   checkpoint.raw_config = manifest.config;
   checkpoint.raw_generation_config = manifest.generation_config;
   checkpoint.split_dtype = manifest.dtype;

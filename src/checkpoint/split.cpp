@@ -48,13 +48,6 @@ void write_file_atomically(const fs::path& path, const std::string& text) {
   }
 }
 
-std::string read_text(const fs::path& path) {
-  std::ifstream file(path);
-  std::stringstream text;
-  text << file.rdbuf();
-  return text.str();
-}
-
 // What identifies the split being made: source files (name, size, time) and the target dtype.
 // A journal from a different source or dtype is not resumed.
 nlohmann::json split_identity(const Checkpoint& source, const std::string& dtype) {
@@ -135,7 +128,7 @@ SplitResult split_checkpoint(const SplitOptions& options) {
   nlohmann::json journal = {{"identity", identity}, {"done", nlohmann::json::object()}};
   const fs::path journal_path = out / kJournal;
   if (fs::exists(journal_path)) {
-    nlohmann::json previous = nlohmann::json::parse(read_text(journal_path), nullptr, false);
+    nlohmann::json previous = nlohmann::json::parse(read_file_text(journal_path.string()), nullptr, false);
     if (!previous.is_discarded() && previous.is_object() && previous.value("identity", nlohmann::json()) == identity &&
         previous.contains("done") && previous["done"].is_object())
       journal["done"] = previous["done"];
@@ -191,7 +184,7 @@ SplitResult split_checkpoint(const SplitOptions& options) {
   // Tokenizer files travel with the model so a split directory is self-contained.
   for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"}) {
     const fs::path from = fs::path(options.model) / name;
-    if (fs::exists(from)) write_file_atomically(out / name, read_text(from));
+    if (fs::exists(from)) write_file_atomically(out / name, read_file_text(from.string()));
   }
   write_file_atomically(out / "manifest.json", manifest_to_json(manifest));
   fs::remove(journal_path, error);
@@ -201,7 +194,7 @@ SplitResult split_checkpoint(const SplitOptions& options) {
 int verify_split(const std::string& dir, bool quiet) {
   const fs::path manifest_path = fs::path(dir) / "manifest.json";
   if (!fs::exists(manifest_path)) fail(dir, "no manifest.json: not a complete split (run layerwise split to finish it)");
-  Manifest manifest = parse_manifest(read_text(manifest_path), manifest_path.string());
+  Manifest manifest = parse_manifest(read_file_text(manifest_path.string()), manifest_path.string());
   uint64_t total = 0, done = 0;
   for (const auto& unit : manifest.units) total += unit.bytes;
   Progress progress("verify", total, quiet);

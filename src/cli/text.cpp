@@ -6,12 +6,11 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "chat/chat_template.h"
 #include "cli/commands.h"
 #include "common/error.h"
+#include "common/file.h"
 #include "common/system.h"
 #include "gguf/gguf_tokenizer.h"
 
@@ -29,14 +28,6 @@ Tokenizer load_tokenizer(const std::string& model_path) {
     return Tokenizer::from_json(gguf_tokenizer_json(gguf), gguf_tokenizer_config(gguf), model_path);
   }
   fail(model_path, "no such model directory or GGUF file");
-}
-
-std::string read_text_file(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  if (!file) fail(path, "cannot open");
-  std::stringstream text;
-  text << file.rdbuf();
-  return text.str();
 }
 
 ChatPrompt render_chat(const Tokenizer& tokenizer, const nlohmann::ordered_json& messages, const std::string& model) {
@@ -57,7 +48,7 @@ ChatPrompt render_chat(const Tokenizer& tokenizer, const nlohmann::ordered_json&
 
 int run_tokenize(const TokenizeArgs& args) {
   const Tokenizer tokenizer = load_tokenizer(args.model);
-  const std::string text = args.file.empty() ? args.text : read_text_file(args.file);
+  const std::string text = args.file.empty() ? args.text : read_file_text(args.file);
   const double start = now_seconds();
   const std::vector<int32_t> ids = tokenizer.encode(text, !args.no_special_tokens, args.parse_special);
   const double seconds = now_seconds() - start;

@@ -11,7 +11,6 @@ namespace lw::cli {
 
 // The tokenizer of a model directory (tokenizer.json, tokenizer_config.json) or a GGUF file.
 Tokenizer load_tokenizer(const std::string& model_path);
-std::string read_text_file(const std::string& path);
 
 struct ChatPrompt {
   std::string text;              // the rendered template

@@ -41,4 +41,11 @@ void File::read_at(void* buffer, uint64_t bytes, uint64_t offset) const {
   }
 }
 
+std::string read_file_text(const std::string& path) {
+  const File file(path);
+  std::string text(file.size(), '\0');
+  file.read_at(text.data(), text.size(), 0);
+  return text;
+}
+
 }  // namespace lw

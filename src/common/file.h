@@ -24,4 +24,7 @@ class File {
   int fd_ = -1;
 };
 
+// The whole file as bytes; throws lw::Error naming it when it cannot be read.
+std::string read_file_text(const std::string& path);
+
 }  // namespace lw

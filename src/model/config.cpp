@@ -5,16 +5,14 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/file.h"
 
 namespace lw {
 
 nlohmann::json read_json_file(const std::string& path) {
-  std::ifstream file(path);
-  if (!file) fail(path, "cannot open");
-  std::stringstream text;
-  text << file.rdbuf();
+  const std::string text = read_file_text(path);
   try {
-    return nlohmann::json::parse(text.str());
+    return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     fail(path, std::string("not valid JSON (") + e.what() + ")");
   }

@@ -10,6 +10,7 @@
 #include <unordered_set>
 
 #include "common/error.h"
+#include "common/file.h"
 #include "tokenizer/bpe.h"
 #include "tokenizer/pipeline.h"
 #include "tokenizer/unicode.h"
@@ -99,16 +100,8 @@ bool starts_with_word(std::string_view s) {
   return is_rust_word(decode_utf8(s, 0, len));
 }
 
-std::string read_text_file(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  if (!file) fail(path, "cannot open");
-  std::stringstream text;
-  text << file.rdbuf();
-  return text.str();
-}
-
 json parse_json_file(const std::string& path) {
-  std::string text = read_text_file(path);
+  std::string text = read_file_text(path);
   try {
     return json::parse(text);
   } catch (const json::exception& e) {
@@ -447,7 +440,7 @@ Tokenizer Tokenizer::from_directory(const std::string& dir) {
   std::string jinja = dir + "/chat_template.jinja";
   if (std::filesystem::exists(jinja) && (config.is_null() || !config.contains("chat_template"))) {
     if (config.is_null()) config = json::object();
-    config["chat_template"] = read_text_file(jinja);
+    config["chat_template"] = read_file_text(jinja);
   }
   return from_json(tokenizer, config, path);
 }

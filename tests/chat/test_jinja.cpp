@@ -254,6 +254,23 @@ TEST(Errors, PythonTypeErrors) {
   EXPECT_EQ(error_of("a\nb\n{{ 'a' + 1 }}").rfind("chat template: line 3: ", 0), 0u) << error_of("a\nb\n{{ 'a' + 1 }}");
 }
 
+TEST(Errors, PathologicalNestingIsRefusedNotACrash) {
+  EXPECT_NE(error_of("{{ " + std::string(5000, '(') + "1" + std::string(5000, ')') + " }}").find("nested too deeply"),
+            std::string::npos);
+  std::string chain = "{{ 1";
+  for (int i = 0; i < 5000; ++i) chain += " + 1";
+  EXPECT_NE(error_of(chain + " }}").find("nested too deeply"), std::string::npos);
+  std::string ifs;
+  for (int i = 0; i < 5000; ++i) ifs += "{% if true %}";
+  EXPECT_NE(error_of(ifs).find("nested too deeply"), std::string::npos);
+  EXPECT_NE(error_of("{% macro m(n) %}{{ m(n + 1) }}{% endmacro %}{{ m(0) }}").find("nested too deeply"),
+            std::string::npos);
+  // Long flat templates are fine.
+  std::string flat;
+  for (int i = 0; i < 5000; ++i) flat += "{{ 1 + 1 }}";
+  EXPECT_EQ(render(flat).size(), 5000u);
+}
+
 TEST(Errors, BadInput) {
   EXPECT_THROW(render_chat_template("x", Json::array()), lw::Error);
   EXPECT_THROW(render_chat_template("x", {{"messages", "not a list"}}), lw::Error);
