@@ -13,6 +13,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "scratch_file.h"
 #include "format/safetensors.h"
 
 namespace {
@@ -21,46 +22,6 @@ namespace {
   std::fprintf(stderr, "fuzz_safetensors_header: invariant broken: %s\n", what);
   std::abort();
 }
-
-// One file for the whole run, rewritten for every input: creating a file per input would cost
-// more than the parse itself. A memfd reopened through /proc/self/fd; a temporary file where
-// that is unavailable.
-struct ScratchFile {
-  int fd = -1;
-  std::string path;
-  bool remove_at_exit = false;
-  ScratchFile() {
-    fd = memfd_create("fuzz_safetensors", MFD_CLOEXEC);
-    if (fd >= 0) {
-      path = "/proc/self/fd/" + std::to_string(fd);
-      if (access(path.c_str(), R_OK) == 0) return;
-      close(fd);
-    }
-    const char* dir = std::getenv("TMPDIR");
-    path = std::string(dir && *dir ? dir : "/tmp") + "/fuzz_safetensors_XXXXXX";
-    fd = mkstemp(path.data());
-    if (fd < 0) {
-      std::perror("fuzz_safetensors_header: cannot create a scratch file");
-      std::abort();
-    }
-    remove_at_exit = true;
-  }
-  ~ScratchFile() {
-    if (remove_at_exit) unlink(path.c_str());
-    close(fd);
-  }
-  ScratchFile(const ScratchFile&) = delete;
-  ScratchFile& operator=(const ScratchFile&) = delete;
-  void write(const uint8_t* data, size_t size) const {
-    if (ftruncate(fd, 0) != 0) std::abort();
-    size_t done = 0;
-    while (done < size) {
-      ssize_t n = pwrite(fd, data + done, size - done, static_cast<off_t>(done));
-      if (n <= 0) std::abort();
-      done += static_cast<size_t>(n);
-    }
-  }
-};
 
 void check(const lw::SafetensorsFile& file, size_t input_size) {
   if (file.file_bytes != input_size) invariant_broken("file_bytes differs from the input size");
@@ -88,7 +49,7 @@ void check(const lw::SafetensorsFile& file, size_t input_size) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const ScratchFile scratch;
+  static const ScratchFile scratch("fuzz_safetensors");
   scratch.write(data, size);
   try {
     lw::SafetensorsFile file = lw::open_safetensors(scratch.path);

@@ -28,16 +28,15 @@ int64_t int_of(const Value& v, const char* what) {
   if (j.is_number_unsigned() && j.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) error("integer too large");
   return j.is_boolean() ? (j.get<bool>() ? 1 : 0) : j.get<int64_t>();
 }
-Json to_json(const Value& v) { return require_data(v).json(); }
-Json element(const Value& v) {  // a value going into a list, tuple or dict literal
-  if (v.tuples) error("unsupported construct: a tuple inside a list or dict");
-  if (v.is_undefined()) error("unsupported construct: an undefined value in a list, tuple or dict (" + v.hint + ")");
-  return to_json(v);
+Json to_json(const Value& v) {  // a value as plain JSON (lists and tuples alike)
+  if (require_data(v).is_lazy()) error("Object of type " + type_name(v) + " is not JSON serializable");
+  return v.json();
 }
-Value tuple_list(Json j) {  // a list of (key, value) tuples
-  Value v = make(std::move(j));
-  v.tuples = 2;
-  return v;
+Json element(const Value& v) {  // a value going into a list, tuple or dict literal
+  if (v.is_undefined()) error("unsupported construct: an undefined value in a list, tuple or dict (" + v.hint + ")");
+  if (v.is_data() && (v.seq != Value::Seq::List || v.tuple_items))
+    error("unsupported construct: a " + type_name(v) + " inside a list, tuple or dict");
+  return to_json(v);
 }
 
 // Call arguments by position or keyword, the way Python binds them.
@@ -291,7 +290,7 @@ std::optional<Value> dict_method(const Value& self, const std::string& name) {
         else if (name == "keys") out.push_back(k);
         else out.push_back(v);
       }
-      return name == "items" ? tuple_list(std::move(out)) : make(std::move(out));
+      return make_seq(std::move(out), Value::Seq::View, name == "items");
     });
   if (name == "get")
     return callable(name, [self](CallArgs& ca) {
@@ -350,9 +349,9 @@ Value get_item(const Value& obj, const Value& key) {
       if (j.is_array()) {
         int64_t n = static_cast<int64_t>(j.size());
         if (i < 0) i += n;
-        if (i >= 0 && i < n) {
+        if (i >= 0 && i < n && !obj.is_lazy()) {  // iterators and dict views have no subscripts
           Value v = view(obj, j[static_cast<size_t>(i)]);
-          v.tuples = obj.tuples == 2 ? 1 : 0;
+          if (obj.tuple_items) v.seq = Value::Seq::Tuple;
           return v;
         }
       } else {
@@ -405,7 +404,7 @@ bool apply_test(const std::string& name, const Value& v, CallArgs& a) {
   if (name == "string") return data && j->is_string();
   if (name == "mapping") return data && j->is_object();
   if (name == "iterable") return v.is_undefined() || (data && (j->is_string() || j->is_array() || j->is_object()));
-  if (name == "sequence") return data && (j->is_string() || j->is_array() || j->is_object());
+  if (name == "sequence") return data && !v.is_lazy() && (j->is_string() || j->is_array() || j->is_object());
   if (name == "callable") return v.kind == Value::Kind::Callable;
   if (name == "eq" || name == "equalto" || name == "==") return equals(v, arg("other"));
   if (name == "ne" || name == "!=") return !equals(v, arg("other"));
@@ -640,9 +639,7 @@ class Evaluator {
       case Expr::Kind::Tuple: {
         Json out = Json::array();
         for (auto& x : e.args) out.push_back(element(eval(*x, scope)));
-        Value v = make(std::move(out));
-        v.tuples = e.kind == Expr::Kind::Tuple ? 1 : 0;
-        return v;
+        return make_seq(std::move(out), e.kind == Expr::Kind::Tuple ? Value::Seq::Tuple : Value::Seq::List);
       }
       case Expr::Kind::Dict: {
         Json out = Json::object();
@@ -743,13 +740,11 @@ class Evaluator {
         ptr[i] = &parts[i];
       }
     const Json& j = require_data(obj).json();
-    if (j.is_array()) {
+    if (j.is_array() && !obj.is_lazy()) {
       Json out = Json::array();
       for (int64_t i : slice_indices(static_cast<int64_t>(j.size()), ptr[0], ptr[1], ptr[2]))
         out.push_back(j[static_cast<size_t>(i)]);
-      Value v = make(std::move(out));
-      v.tuples = obj.tuples;
-      return v;
+      return make_seq(std::move(out), obj.seq, obj.tuple_items);
     }
     if (j.is_string()) {
       std::u32string u = utf32(j.get_ref<const std::string&>()), out;
@@ -804,6 +799,7 @@ class Evaluator {
     }
     if (name == "first" || name == "last") {
       A({});
+      if (name == "last" && in.is_data() && in.seq == Value::Seq::Iterator) error("'generator' object is not reversible");
       std::vector<Value> items = iterate(in);
       if (items.empty()) return undefined("No " + name + " item, sequence was empty.");
       return name == "first" ? items.front() : items.back();
@@ -824,9 +820,7 @@ class Evaluator {
       A({});
       Json out = Json::array();
       for (const Value& x : iterate(in)) out.push_back(x.json());
-      Value v = make(std::move(out));
-      v.tuples = in.tuples == 2 ? 2 : 0;
-      return v;
+      return make_seq(std::move(out), Value::Seq::List, in.is_data() && in.tuple_items);
     }
     if (name == "reverse") {
       A({});
@@ -834,10 +828,12 @@ class Evaluator {
         std::u32string u = utf32(in.json().get<std::string>());
         return make(utf8(std::u32string(u.rbegin(), u.rend())));
       }
-      std::vector<Value> items = iterate(require_data(in));
+      // reversed() of a sequence is an iterator; an iterator is read into a list first.
+      bool was_iterator = require_data(in).seq == Value::Seq::Iterator;
+      std::vector<Value> items = iterate(in);
       Json out = Json::array();
       for (auto it = items.rbegin(); it != items.rend(); ++it) out.push_back(it->json());
-      return make(std::move(out));
+      return make_seq(std::move(out), was_iterator ? Value::Seq::List : Value::Seq::Iterator, in.tuple_items);
     }
     if (name == "items") {
       A({});
@@ -845,7 +841,7 @@ class Evaluator {
       if (!in.is_data() || !in.json().is_object()) error("Can only get item pairs from a mapping.");
       Json out = Json::array();
       for (auto& [k, v] : in.json().items()) out.push_back(Json::array({k, v}));
-      return tuple_list(std::move(out));
+      return make_seq(std::move(out), Value::Seq::Iterator, true);
     }
     if (name == "replace") {
       Args a = A({"old", "new", "count"});
@@ -941,7 +937,7 @@ class Evaluator {
       bool ok = test.empty() ? truthy(x) : apply_test(test, x, copy);
       if (ok == keep_if) out.push_back(item.json());
     }
-    return make(std::move(out));
+    return make_seq(std::move(out), Value::Seq::Iterator, in.is_data() && in.tuple_items);
   }
 
   Value map(const Value& in, CallArgs& ca) {
@@ -954,7 +950,7 @@ class Evaluator {
         if (x.is_undefined() && a.get(1)) x = *a.get(1);
         out.push_back(to_json(x));
       }
-      return make(std::move(out));
+      return make_seq(std::move(out), Value::Seq::Iterator);
     }
     std::string filter = str_of(ca.args[0], "filter name");
     CallArgs rest;
@@ -964,7 +960,7 @@ class Evaluator {
       CallArgs copy = rest;
       out.push_back(to_json(apply_filter(filter, item, copy)));
     }
-    return make(std::move(out));
+    return make_seq(std::move(out), Value::Seq::Iterator);
   }
 
   static Value to_number(const std::string& name, const Value& in, CallArgs& ca) {

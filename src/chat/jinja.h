@@ -104,9 +104,15 @@ struct Value {
   std::shared_ptr<Namespace> ns;
   std::shared_ptr<const Callable> fn;
   std::string hint;  // Undefined: Jinja's message when it is used ("'x' is undefined")
-  // Python tuples are JSON arrays here; this remembers which, so that they print as tuples:
-  // 1 = this array is a tuple, 2 = its elements are (as dict.items() gives).
-  int tuples = 0;
+  // Which Python sequence a JSON array stands for. Tuples print as tuples; iterators (what Jinja's
+  // select, map, items and reverse filters return: always true, no len(), one pass, no
+  // subscripts) and dict views (dict.items(), .keys(), .values(): no subscripts) behave as in Python.
+  enum class Seq { List, Tuple, Iterator, View };
+  Seq seq = Seq::List;
+  bool tuple_items = false;         // its elements are tuples: (key, value) pairs
+  std::shared_ptr<bool> consumed;   // Iterator: it has been iterated (Python's run once)
+
+  bool is_lazy() const { return seq == Seq::Iterator || seq == Seq::View; }
 
   const Json& json() const { return *data; }
   bool is_data() const { return kind == Kind::Data; }
@@ -126,6 +132,7 @@ struct Callable {
 };
 
 Value make(Json j);
+Value make_seq(Json array, Value::Seq seq, bool tuple_items = false);
 Value view(const Value& owner, const Json& part);  // a Value aliasing part of owner's data
 Value undefined(std::string hint);
 Value callable(std::string name, std::function<Value(CallArgs&)> fn);
@@ -135,7 +142,7 @@ Value callable(std::string name, std::function<Value(CallArgs&)> fn);
 std::string type_name(const Value& v);                 // Python's: str, int, dict, NoneType, ...
 bool truthy(const Value& v);
 std::string to_str(const Value& v);                    // str(v); Undefined -> ""
-std::string repr(const Json& j, int tuples = 0);       // repr(v)
+std::string repr(const Json& j, bool tuple = false, bool tuple_items = false);  // repr(v)
 std::string float_repr(double d);                      // repr(float)
 bool equals(const Value& a, const Value& b);           // ==
 bool less(const Value& a, const Value& b);             // <, TypeError on mismatched types
@@ -145,6 +152,7 @@ Value negate(const Value& v);
 std::string dump_json(const Json& j, int indent, bool ensure_ascii, bool sort_keys,
                       const std::string& item_sep, const std::string& key_sep);
 const Value& require_data(const Value& v);             // throws Jinja's UndefinedError
+const Value& require_plain(const Value& v);            // data, and not an iterator or dict view
 
 // UTF-8 text as Python sees it: code points.
 std::u32string utf32(const std::string& s);

@@ -18,6 +18,13 @@ Value make(Json j) {
   v.data = std::make_shared<const Json>(std::move(j));
   return v;
 }
+Value make_seq(Json array, Value::Seq seq, bool tuple_items) {
+  Value v = make(std::move(array));
+  v.seq = seq;
+  v.tuple_items = tuple_items;
+  if (seq == Value::Seq::Iterator) v.consumed = std::make_shared<bool>(false);
+  return v;
+}
 Value view(const Value& owner, const Json& part) {
   Value v;
   v.kind = Value::Kind::Data;
@@ -39,6 +46,10 @@ Value callable(std::string name, std::function<Value(CallArgs&)> fn) {
 const Value& require_data(const Value& v) {
   if (v.kind == Value::Kind::Undefined) error(v.hint.empty() ? "value is undefined" : v.hint);
   if (v.kind != Value::Kind::Data) error("unsupported construct: a " + type_name(v) + " used as a value");
+  return v;
+}
+const Value& require_plain(const Value& v) {
+  if (require_data(v).is_lazy()) error("unsupported construct: a " + type_name(v) + " used as a value (add | list)");
   return v;
 }
 
@@ -129,14 +140,18 @@ std::string type_name(const Value& v) {
     case Value::Kind::Undefined: return "Undefined";
     case Value::Kind::Namespace: return "Namespace";
     case Value::Kind::Callable: return "function";
-    case Value::Kind::Data: return json_type_name(v.json());
+    case Value::Kind::Data:
+      if (v.seq == Value::Seq::Tuple) return "tuple";
+      if (v.seq == Value::Seq::Iterator) return "generator";
+      if (v.seq == Value::Seq::View) return "dict view";
+      return json_type_name(v.json());
   }
   return "object";
 }
 
 bool truthy(const Value& v) {
   if (v.kind == Value::Kind::Undefined) return false;
-  if (v.kind != Value::Kind::Data) return true;
+  if (v.kind != Value::Kind::Data || v.seq == Value::Seq::Iterator) return true;
   const Json& j = v.json();
   switch (j.type()) {
     case Json::value_t::null: return false;
@@ -215,7 +230,7 @@ static std::string repr_str(const std::string& s) {
   return out + quote;
 }
 
-std::string repr(const Json& j, int tuples) {
+std::string repr(const Json& j, bool tuple, bool tuple_items) {
   switch (j.type()) {
     case Json::value_t::null: return "None";
     case Json::value_t::boolean: return j.get<bool>() ? "True" : "False";
@@ -224,9 +239,9 @@ std::string repr(const Json& j, int tuples) {
     case Json::value_t::number_float: return float_repr(j.get<double>());
     case Json::value_t::string: return repr_str(j.get_ref<const std::string&>());
     case Json::value_t::array: {
-      std::string out = tuples == 1 ? "(" : "[";
-      for (size_t i = 0; i < j.size(); ++i) out += (i ? ", " : "") + repr(j[i], tuples == 2 ? 1 : 0);
-      return out + (tuples != 1 ? "]" : j.size() == 1 ? ",)" : ")");
+      std::string out = tuple ? "(" : "[";
+      for (size_t i = 0; i < j.size(); ++i) out += (i ? ", " : "") + repr(j[i], tuple_items);
+      return out + (!tuple ? "]" : j.size() == 1 ? ",)" : ")");
     }
     case Json::value_t::object: {
       std::string out = "{";
@@ -243,9 +258,10 @@ std::string repr(const Json& j, int tuples) {
 
 std::string to_str(const Value& v) {
   if (v.kind == Value::Kind::Undefined) return "";
-  if (v.kind != Value::Kind::Data) error("unsupported construct: printing a " + type_name(v));
+  if (v.kind != Value::Kind::Data || v.is_lazy())
+    error("unsupported construct: printing a " + type_name(v) + " (Jinja prints its Python repr)");
   const Json& j = v.json();
-  return j.is_string() ? j.get<std::string>() : repr(j, v.tuples);
+  return j.is_string() ? j.get<std::string>() : repr(j, v.seq == Value::Seq::Tuple, v.tuple_items);
 }
 
 // ---- comparison -----------------------------------------------------------------------------
@@ -287,6 +303,8 @@ static bool json_equals(const Json& a, const Json& b) {
 }
 
 bool equals(const Value& a, const Value& b) {
+  if ((a.is_data() && a.is_lazy()) || (b.is_data() && b.is_lazy()))
+    error("unsupported construct: comparing a " + type_name(a.is_lazy() ? a : b));
   if (a.kind != b.kind) return false;
   switch (a.kind) {
     case Value::Kind::Undefined: return true;
@@ -313,7 +331,7 @@ static bool json_less(const Json& a, const Json& b, const std::string& ta, const
 }
 
 bool less(const Value& a, const Value& b) {
-  return json_less(require_data(a).json(), require_data(b).json(), type_name(a), type_name(b));
+  return json_less(require_plain(a).json(), require_plain(b).json(), type_name(a), type_name(b));
 }
 
 bool contains(const Value& haystack, const Value& needle) {
@@ -325,8 +343,8 @@ bool contains(const Value& haystack, const Value& needle) {
     return h.get_ref<const std::string&>().find(n.get_ref<const std::string&>()) != std::string::npos;
   }
   if (h.is_array()) {
-    for (const Json& item : h)
-      if (equals(view(haystack, item), needle)) return true;
+    for (const Value& item : iterate(haystack))  // consumes an iterator, as Python does
+      if (equals(item, needle)) return true;
     return false;
   }
   if (h.is_object()) {
@@ -358,6 +376,8 @@ Value arithmetic(const std::string& op, const Value& av, const Value& bv) {
   if (op == "%" && av.is_data() && av.json().is_string()) error("unsupported construct: '%' string formatting");
   const Json& a = require_data(av).json();
   const Json& b = require_data(bv).json();
+  if (av.is_lazy() || bv.is_lazy())
+    error("unsupported operand type(s) for " + op + ": '" + type_name(av) + "' and '" + type_name(bv) + "'");
   auto type_error = [&]() -> Value {
     error("unsupported operand type(s) for " + op + ": '" + type_name(av) + "' and '" + type_name(bv) + "'");
   };
@@ -436,6 +456,7 @@ Value negate(const Value& v) {
 int64_t length(const Value& v) {
   if (v.is_undefined()) return 0;
   const Json& j = require_data(v).json();
+  if (v.seq == Value::Seq::Iterator) error("object of type 'generator' has no len()");
   if (j.is_string()) return static_cast<int64_t>(utf32(j.get_ref<const std::string&>()).size());
   if (j.is_array() || j.is_object()) return static_cast<int64_t>(j.size());
   error("object of type '" + type_name(v) + "' has no len()");
@@ -446,9 +467,13 @@ std::vector<Value> iterate(const Value& v) {
   if (v.is_undefined()) return out;
   const Json& j = require_data(v).json();
   if (j.is_array()) {
+    if (v.consumed) {  // Python iterators run once
+      if (*v.consumed) error("unsupported construct: iterating a generator twice (add | list)");
+      *v.consumed = true;
+    }
     for (const Json& x : j) {
       out.push_back(view(v, x));
-      out.back().tuples = v.tuples == 2 ? 1 : 0;
+      if (v.tuple_items) out.back().seq = Value::Seq::Tuple;
     }
   } else if (j.is_object()) {
     for (auto& [k, x] : j.items()) out.push_back(make(k));
