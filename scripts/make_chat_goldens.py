@@ -161,6 +161,7 @@ SNIPPETS = [
     ("block end then spaces", "{% if true %}  \nx{% endif %}", {}),
     # literals and operators
     ("numbers", "{{ 1 + 2 }} {{ 7 // 2 }} {{ -7 // 2 }} {{ 7 % 3 }} {{ -7 % 3 }} {{ 2 * 3 - 1 }} {{ -4 }} {{ 1.5 + 1 }} {{ 7 / 2 }} {{ 4 / 2 }} {{ 2 ** 10 }} {{ 2 ** -1 }}", {}),
+    ("float floor division and modulo", "{{ 1 // 0.1 }} {{ 1 % 0.1 }} {{ 0.0 % -0.1 }} {{ -(0 % -0.1) }} {{ -7.5 // 2 }} {{ -7.5 % 2 }} {{ 7 % -2.5 }}", {}),
     ("floats", "{{ 0.1 + 0.2 }} {{ 1e20 }} {{ 1.5e-7 }} {{ 100.0 }} {{ 1e16 }} {{ 123456789.125 }} {{ 3.0 * 2 }}", {}),
     ("none and bools", "{{ none }} {{ true }} {{ false }} {{ None }} {{ True }}", {}),
     ("string escapes", "{{ 'a\\nb\\t\\\"c\\\"' }}|{{ \"it's\" }}|{{ 'x\\u00e9\\x41' }}|{{ '\\q' }}", {}),
@@ -209,6 +210,8 @@ SNIPPETS = [
     ("macro whitespace", "{% macro render(x) -%}\n  [{{ x }}]\n{%- endmacro %}\n{{ render('a') }}\n{{ render('b') }}", {}),
     ("python colons", "{% for x in [1, 2]: %}{% if x == 1: %}a{% elif x == 2: %}b{% else: %}c{% endif %}{% endfor %}", {}),
     ("unknown names in if", "{% if false %}{{ x | nope }}{{ x is a.b }}{% endif %}{{ 1 if true else x | nope }}", {}),
+    ("safe is a string", "{{ (0 | safe) is string }}{{ not (false | safe) }}", {}),
+    ("generators", "{{ [] | select is defined }}{% if [] | select %}gen-true{% endif %}{% if [] | select | list %}x{% else %}list-false{% endif %}{{ [3, 1] | reverse | list }}{{ d.items() | list }}{{ d.keys() | list | length }}{{ 'a' in d.keys() }}{{ d.items() | length }}", {"d": {"a": 1}}),
     ("generation block", "{% generation %}x{{ 1 }}{% endgeneration %}", {}),
     ("raise in branch not taken", "{% if false %}{{ raise_exception('no') }}{% endif %}ok", {}),
     # filters

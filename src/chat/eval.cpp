@@ -2,8 +2,11 @@
 // iteration; if bodies share their parent's; macros see the template's top level), default
 // Undefined (prints as "", is falsy, iterates as empty; using it as an object is an error), and
 // the filters, tests, globals and str/dict methods chat templates use.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <ctime>
-#include <map>
 #include <optional>
 #include <set>
 #include <unordered_map>
@@ -34,6 +37,7 @@ Json to_json(const Value& v) {  // a value as plain JSON (lists and tuples alike
 }
 Json element(const Value& v) {  // a value going into a list, tuple or dict literal
   if (v.is_undefined()) error("unsupported construct: an undefined value in a list, tuple or dict (" + v.hint + ")");
+  if (v.markup) error("unsupported construct: a |safe (Markup) value inside a list, tuple or dict");
   if (v.is_data() && (v.seq != Value::Seq::List || v.tuple_items))
     error("unsupported construct: a " + type_name(v) + " inside a list, tuple or dict");
   return to_json(v);
@@ -325,6 +329,7 @@ Value get_attr(const Value& obj, const std::string& name) {
   }
   if (!obj.is_data()) return undefined(hint);
   const Json& j = obj.json();
+  if (j.is_string() && obj.markup) return unsupported_method("Markup (|safe)", name);
   if (j.is_string())
     if (auto m = str_method(obj, name)) return *m;
   if (j.is_object()) {
@@ -404,7 +409,7 @@ bool apply_test(const std::string& name, const Value& v, CallArgs& a) {
   if (name == "string") return data && j->is_string();
   if (name == "mapping") return data && j->is_object();
   if (name == "iterable") return v.is_undefined() || (data && (j->is_string() || j->is_array() || j->is_object()));
-  if (name == "sequence") return data && !v.is_lazy() && (j->is_string() || j->is_array() || j->is_object());
+  if (name == "sequence") return v.is_undefined() || (data && !v.is_lazy() && (j->is_string() || j->is_array() || j->is_object()));
   if (name == "callable") return v.kind == Value::Kind::Callable;
   if (name == "eq" || name == "equalto" || name == "==") return equals(v, arg("other"));
   if (name == "ne" || name == "!=") return !equals(v, arg("other"));
@@ -762,6 +767,8 @@ class Evaluator {
   Value apply_filter(const std::string& name, const Value& in, CallArgs& ca) {
     auto A = [&](std::vector<std::string> names) { return Args(ca, name, std::move(names)); };
     auto text = [&]() { return to_str(in); };  // Jinja's soft_str: Undefined -> ""
+    static const std::set<std::string> markup_ok = {"safe", "string", "length", "count", "default", "d"};
+    if (in.markup && !markup_ok.count(name)) error("unsupported construct: the filter '" + name + "' on a |safe (Markup) value");
     if (name == "trim") return make(strip(text(), A({"chars"}).get(0, make(nullptr)), true, true));
     if (name == "length" || name == "count") {
       A({});
@@ -774,8 +781,12 @@ class Evaluator {
       Case c = name == "upper" ? Case::Upper : name == "lower" ? Case::Lower : name == "title" ? Case::JinjaTitle : Case::Capitalize;
       return make(change_case(text(), c));
     }
-    if (name == "string") return A({}), make(text());
-    if (name == "safe") return A({}), in;
+    if (name == "string" || name == "safe") {  // safe: Markup(value), a string that stays Markup
+      A({});
+      Value v = make(text());
+      v.markup = name == "safe" || in.markup;
+      return v;
+    }
     if (name == "default" || name == "d") {
       Args a = A({"default_value", "boolean"});
       bool use = in.is_undefined() || (a.flag(1, false) && !truthy(in));
@@ -837,7 +848,7 @@ class Evaluator {
     }
     if (name == "items") {
       A({});
-      if (in.is_undefined()) return make(Json::array());
+      if (in.is_undefined()) return make_seq(Json::array(), Value::Seq::Iterator, true);
       if (!in.is_data() || !in.json().is_object()) error("Can only get item pairs from a mapping.");
       Json out = Json::array();
       for (auto& [k, v] : in.json().items()) out.push_back(Json::array({k, v}));
@@ -966,7 +977,7 @@ class Evaluator {
   static Value to_number(const std::string& name, const Value& in, CallArgs& ca) {
     Args a(ca, name, name == "int" ? std::vector<std::string>{"default", "base"} : std::vector<std::string>{"default"});
     Value def = a.get(0, name == "int" ? make(0) : make(0.0));
-    if (!in.is_data()) return def;
+    require_data(in);  // int(Undefined) raises in Jinja
     const Json& j = in.json();
     double d = 0;
     if (j.is_number() || j.is_boolean()) {

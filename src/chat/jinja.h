@@ -111,6 +111,7 @@ struct Value {
   Seq seq = Seq::List;
   bool tuple_items = false;         // its elements are tuples: (key, value) pairs
   std::shared_ptr<bool> consumed;   // Iterator: it has been iterated (Python's run once)
+  bool markup = false;              // a string from |safe: Jinja's Markup, only printed or tested here
 
   bool is_lazy() const { return seq == Seq::Iterator || seq == Seq::View; }
 

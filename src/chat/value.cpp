@@ -348,6 +348,8 @@ bool contains(const Value& haystack, const Value& needle) {
     return false;
   }
   if (h.is_object()) {
+    if (needle.is_data() && (needle.json().is_array() || needle.json().is_object()) && needle.seq != Value::Seq::Tuple)
+      error("unhashable type: '" + type_name(needle) + "'");
     if (!needle.is_data() || !needle.json().is_string()) return false;
     return h.contains(needle.json().get<std::string>());
   }
@@ -365,14 +367,31 @@ static bool add(int64_t x, int64_t y, int64_t* r) { return __builtin_add_overflo
 static bool sub(int64_t x, int64_t y, int64_t* r) { return __builtin_sub_overflow(x, y, r); }
 static bool mul(int64_t x, int64_t y, int64_t* r) { return __builtin_mul_overflow(x, y, r); }
 
-static double py_fmod(double a, double b) {  // Python's float %: the sign of the divisor
-  double m = std::fmod(a, b);
-  if (m != 0 && ((m < 0) != (b < 0))) m += b;
-  return m;
+// CPython's float_divmod: floor division and modulo with Python's signs and rounding.
+static std::pair<double, double> py_divmod(double vx, double wx) {
+  double mod = std::fmod(vx, wx);
+  double div = (vx - mod) / wx;
+  if (mod != 0) {
+    if ((wx < 0) != (mod < 0)) {
+      mod += wx;
+      div -= 1.0;
+    }
+  } else {
+    mod = std::copysign(0.0, wx);
+  }
+  double floordiv;
+  if (div != 0) {
+    floordiv = std::floor(div);
+    if (div - floordiv > 0.5) floordiv += 1.0;
+  } else {
+    floordiv = std::copysign(0.0, vx / wx);
+  }
+  return {floordiv, mod};
 }
 
 Value arithmetic(const std::string& op, const Value& av, const Value& bv) {
   if (op == "~") return make(to_str(av) + to_str(bv));
+  if (av.markup || bv.markup) error("unsupported construct: arithmetic on a |safe (Markup) value");
   if (op == "%" && av.is_data() && av.json().is_string()) error("unsupported construct: '%' string formatting");
   const Json& a = require_data(av).json();
   const Json& b = require_data(bv).json();
@@ -414,8 +433,8 @@ Value arithmetic(const std::string& op, const Value& av, const Value& bv) {
     if (op == "/" || op == "//" || op == "%") {
       if (y == 0) error("division by zero");
       if (op == "/") return make(x / y);
-      if (op == "//") return make(std::floor(x / y));
-      return make(py_fmod(x, y));
+      auto [div, mod] = py_divmod(x, y);
+      return make(op == "//" ? div : mod);
     }
     if (op == "**") return make(std::pow(x, y));
     return type_error();

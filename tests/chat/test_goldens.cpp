@@ -4,6 +4,7 @@
 // lw::Error.
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <fstream>
 #include <map>
 #include <sstream>

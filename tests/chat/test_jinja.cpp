@@ -141,6 +141,19 @@ TEST(Filters, Common) {
             "[1]");
 }
 
+TEST(Filters, GeneratorsAndDictViewsBehaveAsInPython) {
+  // select/reject/map/items/reverse return generators in Jinja: always true, even when empty...
+  EXPECT_EQ(render("{% if l | selectattr('role', 'eq', 'x') %}true{% endif %}", {{"l", Json::array()}}), "true");
+  EXPECT_EQ(render("{% if l | selectattr('role', 'eq', 'x') | list %}{% else %}false{% endif %}", {{"l", Json::array()}}),
+            "false");
+  // ...without len(), one pass only, and printing them is refused (Jinja prints a Python repr).
+  EXPECT_NE(error_of("{{ [1] | select | length }}").find("has no len()"), std::string::npos);
+  EXPECT_NE(error_of("{% set g = [1] | select %}{{ g | list }}{{ g | list }}").find("twice"), std::string::npos);
+  EXPECT_NE(error_of("{{ [1] | select }}").find("printing a generator"), std::string::npos);
+  // dict views: no subscripts, printing refused, but len() and membership work.
+  EXPECT_EQ(render("[{{ d.items()[0] }}]{{ d.keys() | length }}{{ 'a' in d.keys() }}", {{"d", {{"a", 1}}}}), "[]1True");
+}
+
 // ---- render_chat_template: what apply_chat_template adds ----
 
 TEST(ChatTemplate, DefinesToolsDocumentsAndGenerationPrompt) {
@@ -220,6 +233,9 @@ TEST(Errors, UnsupportedConstructsAreNamed) {
            {"{% for x in y recursive %}{% endfor %}", "recursive for loops"},
            {"{% for x in [1] %}{% macro m() %}{% endmacro %}{% endfor %}", "a macro defined inside a block"},
            {"{{ [1, nothing] }}", "an undefined value in a list, tuple or dict ('nothing' is undefined)"},
+           {"{{ ('a' | safe) + 'b' }}", "arithmetic on a |safe (Markup) value"},
+           {"{{ ('a,b' | safe).split(',') }}", "method 'split'"},
+           {"{{ ('a' | safe) | upper }}", "the filter 'upper' on a |safe (Markup) value"},
        }) {
     std::string e = error_of(c.source);
     EXPECT_NE(e.find("unsupported construct"), std::string::npos) << c.source << " -> " << e;
