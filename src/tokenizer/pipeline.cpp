@@ -784,17 +784,22 @@ void apply_behavior(std::vector<Span>& matches, Behavior behavior, bool invert, 
 
 // ---- factories ----
 
+// The parts of a "Sequence" component, each built by `make` (null parts are skipped).
+template <typename Part, typename Make>
+std::vector<std::unique_ptr<Part>> sequence_parts(const json& j, const char* key, const std::string& type, Make make) {
+  std::vector<std::unique_ptr<Part>> parts;
+  const json& list = field(j, key, type);
+  if (!list.is_array()) bad(std::string("Sequence \"") + key + "\" must be an array");
+  for (const auto& entry : list)
+    if (auto part = make(entry)) parts.push_back(std::move(part));
+  return parts;
+}
+
 std::unique_ptr<Normalizer> make_normalizer(const json& j) {
   if (j.is_null()) return nullptr;
   std::string type = type_of(j, "normalizer");
-  if (type == "Sequence") {
-    std::vector<std::unique_ptr<Normalizer>> parts;
-    const json& list = field(j, "normalizers", type);
-    if (!list.is_array()) bad("Sequence \"normalizers\" must be an array");
-    for (auto& n : list)
-      if (auto p = make_normalizer(n)) parts.push_back(std::move(p));
-    return std::make_unique<SequenceNormalizer>(std::move(parts));
-  }
+  if (type == "Sequence")
+    return std::make_unique<SequenceNormalizer>(sequence_parts<Normalizer>(j, "normalizers", type, make_normalizer));
   if (type == "NFC") return std::make_unique<UnicodeNormalizer>(NormalForm::NFC);
   if (type == "NFD") return std::make_unique<UnicodeNormalizer>(NormalForm::NFD);
   if (type == "NFKC") return std::make_unique<UnicodeNormalizer>(NormalForm::NFKC);
@@ -812,14 +817,8 @@ std::unique_ptr<Normalizer> make_normalizer(const json& j) {
 std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j) {
   if (j.is_null()) return nullptr;
   std::string type = type_of(j, "pre_tokenizer");
-  if (type == "Sequence") {
-    std::vector<std::unique_ptr<PreTokenizer>> parts;
-    const json& list = field(j, "pretokenizers", type);
-    if (!list.is_array()) bad("Sequence \"pretokenizers\" must be an array");
-    for (auto& n : list)
-      if (auto p = make_pre_tokenizer(n)) parts.push_back(std::move(p));
-    return std::make_unique<SequencePreTokenizer>(std::move(parts));
-  }
+  if (type == "Sequence")
+    return std::make_unique<SequencePreTokenizer>(sequence_parts<PreTokenizer>(j, "pretokenizers", type, make_pre_tokenizer));
   if (type == "ByteLevel")
     return std::make_unique<ByteLevelPreTokenizer>(bool_or(j, "add_prefix_space", true), bool_or(j, "use_regex", true));
   if (type == "Split")
@@ -852,14 +851,8 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j) {
 std::unique_ptr<Decoder> make_decoder(const json& j) {
   if (j.is_null()) return nullptr;
   std::string type = type_of(j, "decoder");
-  if (type == "Sequence") {
-    std::vector<std::unique_ptr<Decoder>> parts;
-    const json& list = field(j, "decoders", type);
-    if (!list.is_array()) bad("Sequence \"decoders\" must be an array");
-    for (auto& n : list)
-      if (auto p = make_decoder(n)) parts.push_back(std::move(p));
-    return std::make_unique<SequenceDecoder>(std::move(parts));
-  }
+  if (type == "Sequence")
+    return std::make_unique<SequenceDecoder>(sequence_parts<Decoder>(j, "decoders", type, make_decoder));
   if (type == "ByteLevel") return std::make_unique<ByteLevelDecoder>();
   if (type == "ByteFallback") return std::make_unique<ByteFallbackDecoder>();
   if (type == "Fuse") return std::make_unique<FuseDecoder>();
