@@ -4,6 +4,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -89,6 +91,24 @@ inline RunResult run(const std::vector<std::string>& argv) {
 inline RunResult layerwise(std::vector<std::string> args) {
   args.insert(args.begin(), LW_BINARY);
   return run(args);
+}
+
+// Goldens (tests/fixtures/goldens.json and alike): the prompts of one model's entry.
+inline std::vector<std::vector<int>> golden_prompts(const nlohmann::json& golden) {
+  return golden["prompts"].get<std::vector<std::vector<int>>>();
+}
+
+// Largest |ours - reference| where reference is a list of rows (positions) of logits and ours
+// the same values flattened; a length mismatch fails the test.
+inline double max_logit_difference(const std::vector<float>& ours, const nlohmann::json& reference) {
+  double worst = 0;
+  size_t i = 0;
+  for (const auto& row : reference)
+    for (const auto& value : row) {
+      if (i >= ours.size()) return INFINITY;
+      worst = std::max(worst, std::abs(static_cast<double>(ours[i++]) - value.get<double>()));
+    }
+  return i == ours.size() ? worst : INFINITY;
 }
 
 inline std::vector<int> parse_ids(const std::string& text) {

@@ -28,19 +28,6 @@ const nlohmann::json& goldens() {
   return json;
 }
 
-std::vector<std::vector<int>> golden_prompts(const nlohmann::json& golden) {
-  return golden["prompts"].get<std::vector<std::vector<int>>>();
-}
-
-double max_difference(const std::vector<float>& ours, const nlohmann::json& reference) {
-  double worst = 0;
-  size_t i = 0;
-  for (const auto& row : reference)
-    for (const auto& value : row) worst = std::max(worst, std::abs(static_cast<double>(ours.at(i++)) - value.get<double>()));
-  EXPECT_EQ(i, ours.size());
-  return worst;
-}
-
 EngineOptions roomy() { return {1ull << 30, 2, true, false}; }
 
 class Transformers : public ::testing::TestWithParam<std::string> {};
@@ -48,28 +35,28 @@ class Transformers : public ::testing::TestWithParam<std::string> {};
 TEST_P(Transformers, LogitsOfEachPromptMatch) {
   const auto& golden = goldens()[GetParam()];
   Engine engine(test::fixture(GetParam()), roomy());
-  auto prompts = golden_prompts(golden);
+  auto prompts = test::golden_prompts(golden);
   for (size_t p = 0; p < prompts.size(); p++) {
     auto logits = prompt_logits(engine, {prompts[p]});
-    EXPECT_LT(max_difference(logits[0], golden["logits"][p]), kLogitTolerance) << "prompt " << p;
+    EXPECT_LT(test::max_logit_difference(logits[0], golden["logits"][p]), kLogitTolerance) << "prompt " << p;
   }
 }
 
 TEST_P(Transformers, BatchOfTwoPromptsOfDifferentLengthsMatches) {
   const auto& golden = goldens()[GetParam()];
   Engine engine(test::fixture(GetParam()), roomy());
-  auto prompts = golden_prompts(golden);
+  auto prompts = test::golden_prompts(golden);
   std::vector<std::vector<int>> batch;
   for (const auto& index : golden["batch"]["prompts"]) batch.push_back(prompts[index.get<size_t>()]);
   auto logits = prompt_logits(engine, batch);
   for (size_t b = 0; b < batch.size(); b++)
-    EXPECT_LT(max_difference(logits[b], golden["batch"]["logits"][b]), kLogitTolerance) << "batch row " << b;
+    EXPECT_LT(test::max_logit_difference(logits[b], golden["batch"]["logits"][b]), kLogitTolerance) << "batch row " << b;
 }
 
 TEST_P(Transformers, GreedyContinuationsMatchExactly) {
   const auto& golden = goldens()[GetParam()];
   Engine engine(test::fixture(GetParam()), roomy());
-  auto prompts = golden_prompts(golden);
+  auto prompts = test::golden_prompts(golden);
   GenerateOptions options;
   options.max_new_tokens = 16;
   options.stop_at_eos = false;  // the goldens were generated with EOS switched off
@@ -84,7 +71,7 @@ TEST_P(Transformers, GreedyContinuationsMatchExactly) {
 
 TEST_P(Transformers, SplitDirectoryGivesIdenticalLogits) {
   const auto& golden = goldens()[GetParam()];
-  auto prompts = golden_prompts(golden);
+  auto prompts = test::golden_prompts(golden);
   test::TempDir dir;
   split_checkpoint({test::fixture(GetParam()), dir / "split", std::nullopt, true});
   Engine original(test::fixture(GetParam()), roomy());
@@ -94,7 +81,7 @@ TEST_P(Transformers, SplitDirectoryGivesIdenticalLogits) {
 
 TEST_P(Transformers, StreamedRunGivesIdenticalLogitsToResident) {
   const auto& golden = goldens()[GetParam()];
-  auto prompts = golden_prompts(golden);
+  auto prompts = test::golden_prompts(golden);
   if (GetParam() == "dynamic-f32") {
     // Dynamic RoPE depends on the longest position of each pass, so cutting a prompt longer than
     // the trained context into chunks changes it (as it would in transformers); keep the prompts
@@ -133,8 +120,8 @@ TEST(TransformersNative, HalfPrecisionLogitsAreWithinTheStatedTolerance) {
     const auto& golden = goldens()[name];
     ASSERT_TRUE(golden.contains("native_logits")) << name;
     Engine engine(test::fixture(name), roomy());
-    auto logits = prompt_logits(engine, {golden_prompts(golden)[0]});
-    EXPECT_LT(max_difference(logits[0], golden["native_logits"][0]), tolerance) << name;
+    auto logits = prompt_logits(engine, {test::golden_prompts(golden)[0]});
+    EXPECT_LT(test::max_logit_difference(logits[0], golden["native_logits"][0]), tolerance) << name;
   }
 }
 
@@ -144,8 +131,8 @@ TEST(TransformersNative, HalfPrecisionSplitOfAFloat32Checkpoint) {
   split_checkpoint({test::fixture("mha-f32"), dir / "bf16", DType::BF16, true});
   const auto& golden = goldens()["mha-f32"];
   Engine engine(dir / "bf16", roomy());
-  auto logits = prompt_logits(engine, {golden_prompts(golden)[0]});
-  const double difference = max_difference(logits[0], golden["logits"][0]);
+  auto logits = prompt_logits(engine, {test::golden_prompts(golden)[0]});
+  const double difference = test::max_logit_difference(logits[0], golden["logits"][0]);
   EXPECT_GT(difference, 1e-4) << "weights were not converted";
   EXPECT_LT(difference, kNativeBF16Tolerance);
 }

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <cstring>
 #include <map>
 #include <sstream>
 
@@ -11,6 +12,9 @@
 #include "common/file.h"
 #include "format/manifest.h"
 #include "format/safetensors.h"
+#include "gguf/dequantize.h"
+#include "gguf/gguf.h"
+#include "gguf/gguf_model.h"
 
 namespace lw {
 namespace fs = std::filesystem;
@@ -21,6 +25,12 @@ uint64_t UnitSource::bytes() const {
   return total;
 }
 
+uint64_t UnitSource::loaded_bytes() const {
+  uint64_t total = 0;
+  for (const auto& tensor : tensors) total += tensor.loaded_bytes();
+  return total;
+}
+
 uint64_t Checkpoint::parameter_count() const {
   uint64_t count = 0;
   for (const auto& unit : units) {
@@ -28,9 +38,30 @@ uint64_t Checkpoint::parameter_count() const {
       count += static_cast<uint64_t>(config.hidden_size);  // the final norm; the head is the embedding
       continue;
     }
-    for (const auto& tensor : unit.tensors) count += tensor.bytes / dtype_size(tensor.dtype);
+    for (const auto& tensor : unit.tensors) count += tensor.rows() * tensor.row_elements();
   }
   return count;
+}
+
+void decode_rows(const TensorLocation& tensor, char* region, uint64_t rows) {
+  if (tensor.quantized)
+    dequantize_in_place(*tensor.quantized, reinterpret_cast<float*>(region), rows * tensor.row_elements());
+  if (tensor.rotary_heads == 0) return;
+  // Rotary order is by output feature: the rows of a matrix, the elements of a bias.
+  const uint64_t features = tensor.shape.size() == 2 ? rows : tensor.row_elements();
+  const uint64_t feature_bytes = rows * tensor.loaded_row_bytes() / features;
+  const uint64_t head_features = tensor.shape.size() == 2 ? tensor.row_granularity()
+                                                         : features / static_cast<uint64_t>(tensor.rotary_heads);
+  const uint64_t half = head_features / 2;
+  std::vector<char> head(head_features * feature_bytes);
+  for (uint64_t first = 0; first < features; first += head_features) {
+    char* base = region + first * feature_bytes;
+    std::memcpy(head.data(), base, head.size());
+    // Stored feature 2i + j is Hugging Face feature j * half + i.
+    for (uint64_t i = 0; i < half; i++)
+      for (uint64_t j = 0; j < 2; j++)
+        std::memcpy(base + (j * half + i) * feature_bytes, head.data() + (2 * i + j) * feature_bytes, feature_bytes);
+  }
 }
 
 namespace {
@@ -69,7 +100,7 @@ class TensorIndex {
     if (tensor->shape != recipe.shape)
       fail(file.path, "tensor '" + name + "' has shape " + shape_text(tensor->shape) + " but config.json implies " +
                           shape_text(recipe.shape));
-    return {name, index, file.data_offset + tensor->begin, tensor->end - tensor->begin, *dtype, tensor->shape};
+    return {name, index, file.data_offset + tensor->begin, tensor->end - tensor->begin, *dtype, tensor->shape, std::nullopt, 0};
   }
 
  private:
@@ -152,6 +183,44 @@ void open_split(Checkpoint& checkpoint, const fs::path& dir) {
   }
 }
 
+void open_gguf(Checkpoint& checkpoint, const std::string& path) {
+  const GgufFile file = GgufFile::open(path);
+  checkpoint.raw_config = gguf_model_config(file);
+  checkpoint.raw_generation_config = gguf_generation_config(file);
+  checkpoint.config = parse_model_config(checkpoint.raw_config, checkpoint.raw_generation_config, path);
+  checkpoint.files = {path};
+  constexpr uint32_t kF32 = 0, kF16 = 1, kBF16 = 30;  // ggml type numbers
+  for (auto& recipe : llama_units(checkpoint.config)) {
+    UnitSource unit{recipe, {}};
+    for (const auto& wanted : recipe.tensors) {
+      std::string hf_name = wanted.name;
+      if (wanted.role == Role::LmHead && checkpoint.config.tie_word_embeddings) hf_name = "model.embed_tokens.weight";
+      const std::string name = gguf_tensor_name(hf_name).value_or(hf_name);
+      const GgufTensorInfo* info = file.find_tensor(name);
+      if (!info) fail(path, "missing tensor '" + name + "' (" + wanted.name + ")");
+      std::vector<int64_t> shape(info->dims.rbegin(), info->dims.rend());
+      if (shape != wanted.shape)
+        fail(path, "tensor '" + name + "' has shape " + shape_text(shape) + " but the metadata implies " + shape_text(wanted.shape));
+      TensorLocation location{name, 0, info->file_offset, info->bytes, DType::F32, shape, std::nullopt, 0};
+      if (info->type == kF16) {
+        location.dtype = DType::F16;
+      } else if (info->type == kBF16) {
+        location.dtype = DType::BF16;
+      } else if (info->type != kF32) {
+        if (!info->known_type || !ggml_type_dequantizable(info->type))
+          fail(path, "tensor '" + name + "' has type " + info->type_name() +
+                         ", which this build cannot load (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K..Q6_K)");
+        location.quantized = info->type;
+      }
+      location.rotary_heads = gguf_rotary_heads(name, checkpoint.raw_config);
+      if (location.rotary_heads > 0 && location.rows() > 1 && location.rows() % static_cast<uint64_t>(2 * location.rotary_heads) != 0)
+        fail(path, "tensor '" + name + "' rows do not divide into " + std::to_string(location.rotary_heads) + " heads");
+      unit.tensors.push_back(std::move(location));
+    }
+    checkpoint.units.push_back(std::move(unit));
+  }
+}
+
 }  // namespace
 
 Checkpoint Checkpoint::open(const std::string& path) {
@@ -160,7 +229,13 @@ Checkpoint Checkpoint::open(const std::string& path) {
   fs::path dir(path);
   std::error_code error;
   if (!fs::exists(dir, error)) fail(path, "no such file or directory");
-  if (!fs::is_directory(dir, error)) fail(path, "not a model directory (expected a Hugging Face folder or a layerwise split folder)");
+  if (fs::is_regular_file(dir, error)) {
+    checkpoint.format = Format::Gguf;
+    open_gguf(checkpoint, path);
+    return checkpoint;
+  }
+  if (!fs::is_directory(dir, error))
+    fail(path, "not a model (expected a Hugging Face folder, a layerwise split folder or a GGUF file)");
   if (fs::exists(dir / "manifest.json")) {
     checkpoint.format = Format::Split;
     open_split(checkpoint, dir);

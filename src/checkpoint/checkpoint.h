@@ -1,8 +1,10 @@
-// Opens a model for streaming: a Hugging Face directory (model.safetensors or a sharded index)
-// or a directory written by `layerwise split`. Only headers are read here; the result says, for
-// every streaming unit, where each of its tensors lies on disk.
+// Opens a model for streaming: a Hugging Face directory (model.safetensors or a sharded index),
+// a directory written by `layerwise split`, or a GGUF file. Only headers are read here; the
+// result says, for every streaming unit, where each of its tensors lies on disk and how its
+// stored bytes become the weights the kernels use.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,22 +20,42 @@ struct TensorLocation {
   std::string name;  // name in its file
   int file = -1;     // index into Checkpoint::files
   uint64_t offset = 0;  // absolute byte offset in the file
-  uint64_t bytes = 0;
-  DType dtype = DType::F32;
-  std::vector<int64_t> shape;
+  uint64_t bytes = 0;   // stored size
+  DType dtype = DType::F32;    // in memory, once loaded
+  std::vector<int64_t> shape;  // Hugging Face order: [rows, row length] or [length]
+  // GGUF only: the stored bytes are blocks of this ggml type (e.g. Q4_1), dequantized to F32
+  // when loaded.
+  std::optional<uint32_t> quantized;
+  // GGUF only: rows stored in llama.cpp's rotary order for this many heads (attn_q, attn_k);
+  // loading restores the Hugging Face order.
+  int rotary_heads = 0;
+
+  uint64_t rows() const { return shape.size() == 2 ? static_cast<uint64_t>(shape[0]) : 1; }
+  uint64_t row_elements() const { return static_cast<uint64_t>(shape.back()); }
+  uint64_t stored_row_bytes() const { return bytes / rows(); }
+  uint64_t loaded_row_bytes() const { return row_elements() * dtype_size(dtype); }
+  uint64_t loaded_bytes() const { return rows() * loaded_row_bytes(); }
+  bool needs_decoding() const { return quantized.has_value() || rotary_heads > 0; }
+  // Rows that must be decoded together: a whole head for rotary tensors, else 1.
+  uint64_t row_granularity() const { return rotary_heads > 0 ? rows() / static_cast<uint64_t>(rotary_heads) : 1; }
 };
+
+// Turns stored rows into loaded rows in place. `region` has room for the loaded bytes of `rows`
+// rows (a multiple of row_granularity()) and holds their stored bytes at its end.
+void decode_rows(const TensorLocation& tensor, char* region, uint64_t rows);
 
 struct UnitSource {
   UnitRecipe recipe;
   std::vector<TensorLocation> tensors;  // parallel to recipe.tensors
-  uint64_t bytes() const;
+  uint64_t bytes() const;         // stored
+  uint64_t loaded_bytes() const;  // in memory
 };
 
 struct Checkpoint {
-  enum class Format { HuggingFace, Split };
+  enum class Format { HuggingFace, Split, Gguf };
   Format format = Format::HuggingFace;
   std::string path;
-  nlohmann::json raw_config;             // config.json as written
+  nlohmann::json raw_config;             // config.json as written (built from the metadata for GGUF)
   nlohmann::json raw_generation_config;  // null when absent
   ModelConfig config;
   std::vector<std::string> files;  // every file tensors are read from

@@ -19,6 +19,8 @@
 #include "common/progress.h"
 #include "format/manifest.h"
 #include "format/safetensors.h"
+#include "gguf/gguf.h"
+#include "gguf/gguf_tokenizer.h"
 
 namespace lw {
 namespace fs = std::filesystem;
@@ -90,19 +92,24 @@ SafetensorsWriter::Result write_unit(const Checkpoint& source, const UnitSource&
   for (size_t i = 0; i < unit.tensors.size(); i++)
     specs.push_back({unit.recipe.tensors[i].name, dtype.value_or(unit.tensors[i].dtype), unit.tensors[i].shape});
   SafetensorsWriter writer(path.string(), specs, {{"format", "pt"}, {"layerwise_unit", unit.recipe.name}});
-  std::vector<char> in(kChunkBytes), out(kChunkBytes * 2);
+  std::vector<char> loaded, out;
   for (size_t i = 0; i < unit.tensors.size(); i++) {
     const TensorLocation& tensor = unit.tensors[i];
     const File file(source.files[static_cast<size_t>(tensor.file)]);
-    const size_t element = dtype_size(tensor.dtype);
-    const uint64_t chunk = kChunkBytes / element * element;
-    for (uint64_t at = 0; at < tensor.bytes; at += chunk) {
-      const uint64_t take = std::min(chunk, tensor.bytes - at);
-      file.read_at(in.data(), take, tensor.offset + at);
-      const DType to = specs[i].dtype;
-      convert(in.data(), tensor.dtype, out.data(), to, take / element);
-      writer.append(out.data(), take / element * dtype_size(to));
-      progress.update(done += take, unit.recipe.name);
+    const DType to = specs[i].dtype;
+    // Whole rows (whole heads for rotary tensors) at a time, about kChunkBytes each.
+    const uint64_t granularity = tensor.row_granularity();
+    const uint64_t chunk_rows = std::max<uint64_t>(1, kChunkBytes / tensor.loaded_row_bytes() / granularity) * granularity;
+    for (uint64_t row = 0; row < tensor.rows(); row += chunk_rows) {
+      const uint64_t rows = std::min(chunk_rows, tensor.rows() - row), stored = rows * tensor.stored_row_bytes();
+      loaded.resize(rows * tensor.loaded_row_bytes());
+      file.read_at(loaded.data() + loaded.size() - stored, stored, tensor.offset + row * tensor.stored_row_bytes());
+      decode_rows(tensor, loaded.data(), rows);
+      const uint64_t elements = rows * tensor.row_elements();
+      out.resize(elements * dtype_size(to));
+      convert(loaded.data(), tensor.dtype, out.data(), to, elements);
+      writer.append(out.data(), out.size());
+      progress.update(done += stored, unit.recipe.name);
     }
   }
   return writer.commit();
@@ -182,9 +189,20 @@ SplitResult split_checkpoint(const SplitOptions& options) {
   }
   progress.finish();
   // Tokenizer files travel with the model so a split directory is self-contained.
-  for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"}) {
-    const fs::path from = fs::path(options.model) / name;
-    if (fs::exists(from)) write_file_atomically(out / name, read_file_text(from.string()));
+  if (source.format == Checkpoint::Format::Gguf) {
+    try {
+      const GgufFile gguf = GgufFile::open(options.model);
+      const nlohmann::json tokenizer = gguf_tokenizer_json(gguf), tokenizer_config = gguf_tokenizer_config(gguf);
+      write_file_atomically(out / "tokenizer.json", tokenizer.dump());
+      write_file_atomically(out / "tokenizer_config.json", tokenizer_config.dump(2));
+    } catch (const Error& problem) {
+      std::fprintf(stderr, "layerwise: warning: no tokenizer written to the split: %s\n", problem.what());
+    }
+  } else {
+    for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"}) {
+      const fs::path from = fs::path(options.model) / name;
+      if (fs::exists(from)) write_file_atomically(out / name, read_file_text(from.string()));
+    }
   }
   write_file_atomically(out / "manifest.json", manifest_to_json(manifest));
   fs::remove(journal_path, error);

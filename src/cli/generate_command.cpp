@@ -147,7 +147,7 @@ int run_generate(const GenerateArgs& args) {
       if (!args.system.empty()) messages.push_back({{"role", "system"}, {"content", args.system}});
       messages.push_back({{"role", "user"}, {"content", text}});
       ChatPrompt chat = render_chat(*tokenizer, messages, args.run.model);
-      options.stop_token_ids = chat.stop_ids;
+      if (!args.ignore_eos) options.stop_token_ids = chat.stop_ids;
       return std::vector<int>(chat.ids.begin(), chat.ids.end());
     }
     auto ids = tokenizer->encode(text, true, args.parse_special);

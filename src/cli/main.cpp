@@ -14,7 +14,7 @@ namespace {
 using namespace lw::cli;
 
 void add_run_options(CLI::App* command, RunOptions& run) {
-  command->add_option("--model", run.model, "Hugging Face model directory or layerwise split directory")->required();
+  command->add_option("--model", run.model, "Hugging Face model directory, layerwise split directory or GGUF file")->required();
   command->add_option("--max-memory", run.max_memory,
                       "Memory budget for everything the engine holds, e.g. 4GiB, 300MiB (default: 80% of available memory)");
   command->add_option("--threads", run.threads, "Compute threads (default: all cores)")->check(CLI::NonNegativeNumber);
@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
   generate->add_flag("--parse-special", generate_args.parse_special, "Recognise special tokens (e.g. <|im_start|>) written in the prompt text");
   add_sampling_options(generate, generate_args);
   generate->add_flag("--output-ids", generate_args.output_ids, "Print generated token ids instead of text");
-  generate->add_flag("--ignore-eos", generate_args.ignore_eos, "Do not stop at the end-of-sequence token");
+  generate->add_flag("--ignore-eos", generate_args.ignore_eos, "Do not stop at end-of-sequence (or, with --chat, end-of-turn) tokens");
 
   ChatArgs chat_args;
   auto* chat = app.add_subcommand("chat", "Talk to a chat model: interactive on stdin, or one turn with --message");
@@ -64,7 +64,7 @@ int main(int argc, char** argv) {
   std::string info_model, info_memory;
   int info_context = 0, info_batch = 1;
   auto* info = app.add_subcommand("info", "Show a model's architecture, unit sizes and the memory plan for a budget");
-  info->add_option("--model", info_model, "Hugging Face model directory or layerwise split directory")->required();
+  info->add_option("--model", info_model, "Hugging Face model directory, layerwise split directory or GGUF file")->required();
   info->add_option("--max-memory", info_memory, "Memory budget to plan for, e.g. 2GiB");
   info->add_option("--context", info_context, "Tokens per sequence to plan the KV cache for (default: max positions, at most 2048)")->check(CLI::PositiveNumber);
   info->add_option("--batch", info_batch, "Sequences to plan for")->capture_default_str()->check(CLI::PositiveNumber);
@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
   std::string split_dtype;
   bool verify = false;
   auto* split = app.add_subcommand("split", "Rewrite a checkpoint as one file per layer, for one sequential read each");
-  split->add_option("--model", split_options.model, "Source: a Hugging Face model directory");
+  split->add_option("--model", split_options.model, "Source: a Hugging Face model directory, a split directory or a GGUF file");
   split->add_option("--out", split_options.out, "Destination directory")->required();
   split->add_option("--dtype", split_dtype, "Store tensors as f32, f16 or bf16 (default: as in the source)")
       ->check(CLI::IsMember({"f32", "f16", "bf16", "float32", "float16", "bfloat16"}));

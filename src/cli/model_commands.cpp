@@ -1,11 +1,13 @@
 // `info` and `split`: what a model is, how it would be planned, and its per-layer rewrite.
 #include <cstdio>
+#include <map>
 #include <sstream>
 
 #include "checkpoint/checkpoint.h"
 #include "cli/commands.h"
 #include "common/error.h"
 #include "common/sizes.h"
+#include "gguf/gguf.h"
 #include "runtime/engine.h"
 
 namespace lw::cli {
@@ -37,9 +39,16 @@ int run_info(const std::string& model, const std::string& max_memory, int contex
   if (context <= 0) context = std::min(c.max_position, 2048);
   // Plan first: a budget that cannot work is refused before anything is printed.
   const MemoryPlan plan = engine.plan({batch, context, batch * context, false});
-  const std::string format = checkpoint.format == Checkpoint::Format::Split
-                                 ? "layerwise split, dtype " + checkpoint.split_dtype
-                                 : "Hugging Face";
+  std::string format = "Hugging Face";
+  if (checkpoint.format == Checkpoint::Format::Split) format = "layerwise split, dtype " + checkpoint.split_dtype;
+  if (checkpoint.format == Checkpoint::Format::Gguf) {
+    std::map<std::string, int> types;  // stored type -> tensors
+    for (const auto& unit : checkpoint.units)
+      for (const auto& tensor : unit.tensors) types[tensor.quantized ? ggml_type_name(*tensor.quantized) : dtype_name(tensor.dtype)]++;
+    format = "GGUF;";
+    for (const auto& [type, count] : types) format += " " + type + " x" + std::to_string(count);
+    if (types.size() > 1 || !types.count("F32")) format += "; quantized types are dequantized to F32 when loaded";
+  }
   std::printf("model         %s (%s)\n", model.c_str(), format.c_str());
   std::printf("architecture  %s: %d layers, hidden %d, heads %d (kv %d, head_dim %d), ffn %d, vocab %d\n",
               c.architecture.c_str(), c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim,
@@ -48,14 +57,15 @@ int run_info(const std::string& model, const std::string& max_memory, int contex
   std::printf("rope          theta %g, scaling %s (factor %g); max positions %d; tied head %s\n", c.rope.theta,
               rope_names[static_cast<int>(c.rope.type)], c.rope.factor, c.max_position, c.tie_word_embeddings ? "yes" : "no");
   std::printf("parameters    %.3f M\n", static_cast<double>(checkpoint.parameter_count()) / 1e6);
-  std::printf("units         (bytes on disk, in sweep order)\n");
-  uint64_t total = 0;
+  std::printf("units         (on disk -> in memory, in sweep order)\n");
+  uint64_t total = 0, total_loaded = 0;
   for (const auto& unit : checkpoint.units) {
-    std::printf("  %-10s %s%s\n", unit.recipe.name.c_str(), format_size(unit.bytes()).c_str(),
-                unit.recipe.kind == UnitKind::Embed ? " (rows read on demand)" : "");
+    std::printf("  %-10s %s -> %s%s\n", unit.recipe.name.c_str(), format_size(unit.bytes()).c_str(),
+                format_size(unit.loaded_bytes()).c_str(), unit.recipe.kind == UnitKind::Embed ? " (rows read on demand)" : "");
     total += unit.bytes();
+    total_loaded += unit.loaded_bytes();
   }
-  std::printf("  total      %s\n", format_size(total).c_str());
+  std::printf("  total      %s -> %s\n", format_size(total).c_str(), format_size(total_loaded).c_str());
   std::printf("plan          budget %s%s, %d sequence(s) of %d tokens\n", format_size(engine.budget_bytes()).c_str(),
               max_memory.empty() ? " (default: 80% of available memory)" : "", batch, context);
   std::vector<std::string> names;

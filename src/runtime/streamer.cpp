@@ -33,10 +33,17 @@ UnitLayout layout_unit(const UnitSource& unit) {
   layout.tensor_offsets.resize(unit.tensors.size());
   for (size_t i : order) {
     const TensorLocation& tensor = unit.tensors[i];
+    if (tensor.needs_decoding()) {  // its own region, its own read
+      const uint64_t region = align_up(layout.buffer_bytes, kAlignment);
+      layout.reads.push_back({tensor.file, tensor.offset, tensor.bytes, region + tensor.loaded_bytes() - tensor.bytes, &tensor, region});
+      layout.tensor_offsets[i] = region;
+      layout.buffer_bytes = region + tensor.loaded_bytes();
+      continue;
+    }
     UnitLayout::Read* last = layout.reads.empty() ? nullptr : &layout.reads.back();
-    const bool joins = last && last->file == tensor.file && tensor.offset >= last->offset + last->bytes &&
+    const bool joins = last && !last->decode && last->file == tensor.file && tensor.offset >= last->offset + last->bytes &&
                        tensor.offset - (last->offset + last->bytes) <= kMaxGapToCoalesce;
-    const bool shares = last && last->file == tensor.file && tensor.offset >= last->offset &&
+    const bool shares = last && !last->decode && last->file == tensor.file && tensor.offset >= last->offset &&
                         tensor.offset + tensor.bytes <= last->offset + last->bytes;  // a tied tensor read twice
     if (shares) {
       layout.tensor_offsets[i] = last->buffer_offset + (tensor.offset - last->offset);
@@ -64,6 +71,7 @@ uint64_t UnitReader::read_unit(const UnitLayout& layout, char* buffer) const {
   uint64_t total = 0;
   for (const auto& read : layout.reads) {
     files_[static_cast<size_t>(read.file)].read_at(buffer + read.buffer_offset, read.bytes, read.offset);
+    if (read.decode) decode_rows(*read.decode, buffer + read.region_offset, read.decode->rows());
     total += read.bytes;
   }
   return total;
@@ -71,12 +79,13 @@ uint64_t UnitReader::read_unit(const UnitLayout& layout, char* buffer) const {
 
 void UnitReader::read_embedding_rows(const int32_t* tokens, int count, float* out) const {
   const TensorLocation& table = checkpoint_.embed().tensors[0];
-  const int64_t width = table.shape[1];
-  const uint64_t row_bytes = static_cast<uint64_t>(width) * dtype_size(table.dtype);
-  std::vector<char> row(row_bytes);
+  const uint64_t width = table.row_elements(), stored = table.stored_row_bytes(), loaded = table.loaded_row_bytes();
+  std::vector<char> row(loaded);
   for (int t = 0; t < count; t++) {
-    files_[static_cast<size_t>(table.file)].read_at(row.data(), row_bytes, table.offset + static_cast<uint64_t>(tokens[t]) * row_bytes);
-    convert_to_f32(row.data(), table.dtype, static_cast<size_t>(width), out + t * width);
+    files_[static_cast<size_t>(table.file)].read_at(row.data() + loaded - stored, stored,
+                                                    table.offset + static_cast<uint64_t>(tokens[t]) * stored);
+    decode_rows(table, row.data(), 1);
+    convert_to_f32(row.data(), table.dtype, width, out + static_cast<uint64_t>(t) * width);
   }
 }
 

@@ -23,6 +23,10 @@ struct UnitLayout {
   struct Read {
     int file;
     uint64_t offset, bytes, buffer_offset;
+    // A tensor whose stored bytes need decoding (GGUF): they are read to the end of its region,
+    // which starts at region_offset, and decoded there.
+    const TensorLocation* decode = nullptr;
+    uint64_t region_offset = 0;
   };
   std::vector<Read> reads;
   std::vector<uint64_t> tensor_offsets;  // parallel to UnitSource::tensors
