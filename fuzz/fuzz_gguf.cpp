@@ -2,7 +2,8 @@
 // with lw::GgufFile::open, so the real path is covered: bounded header reads, count and length
 // checks, every metadata type, nested arrays, tensor infos and their bounds. A file that parses is
 // then converted to a tokenizer (gguf_tokenizer_json / gguf_tokenizer_config), which must also
-// either succeed or throw lw::Error.
+// either succeed or throw lw::Error, and to a model config (gguf_model_config); the first blocks
+// of every tensor of a type the engine loads are dequantized.
 // lw::Error is the expected outcome for bad input; any other exception, a sanitizer report, or a
 // parsed header that breaks the documented invariants is a finding.
 #include <fcntl.h>
@@ -18,7 +19,9 @@
 
 #include "common/error.h"
 #include "scratch_file.h"
+#include "gguf/dequantize.h"
 #include "gguf/gguf.h"
+#include "gguf/gguf_model.h"
 #include "gguf/gguf_tokenizer.h"
 
 namespace {
@@ -100,6 +103,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       } catch (const lw::Error&) {
         // A vocabulary the converter refuses, with a message.
       }
+    }
+    try {
+      const nlohmann::json config = lw::gguf_model_config(file);
+      if (!config.is_object() || !config.contains("hidden_size")) invariant_broken("model config without hidden_size");
+    } catch (const lw::Error&) {
+      // Not a llama model we run, with a message.
+    }
+    for (const auto& t : file.tensors()) {
+      if (!t.known_type || !lw::ggml_type_dequantizable(t.type) || t.bytes == 0) continue;
+      const lw::GgmlTypeInfo* type = lw::ggml_type_info(t.type);
+      const uint64_t blocks = std::min<uint64_t>(t.bytes / type->type_size, 64);
+      std::vector<float> out(blocks * type->block_size);
+      lw::dequantize_row(t.type, data + t.file_offset, out.size(), out.data());
     }
   } catch (const lw::Error&) {
     // Rejected with a message: the expected outcome for bad input.
