@@ -177,7 +177,8 @@ TEST(Kernels, TiledAttentionMatchesAFullSoftmax) {
   const int kv_dim = kv_heads * head_dim;
   std::vector<float> k = random_values(static_cast<size_t>(2 * context * kv_dim), 4),
                      v = random_values(static_cast<size_t>(2 * context * kv_dim), 5);
-  KvLayer cache{k.data(), v.data(), static_cast<size_t>(context * kv_dim), kv_dim};
+  const std::vector<KvSequence> layout = {{0, 0, context, -1}, {static_cast<size_t>(context * kv_dim), 0, context, -1}};
+  KvLayer cache{k.data(), v.data(), kv_dim, layout.data()};
   std::vector<int32_t> positions = {0, 63, 64, 149}, sequences = {0, 1, 1, 0};
   TokenPlacement placement{4, positions.data(), sequences.data()};
   std::vector<float> q = random_values(static_cast<size_t>(4 * heads * head_dim), 6), out(q.size());
@@ -185,7 +186,7 @@ TEST(Kernels, TiledAttentionMatchesAFullSoftmax) {
   for (int t = 0; t < 4; t++)
     for (int h = 0; h < heads; h++) {
       const float* query = &q[static_cast<size_t>((t * heads + h) * head_dim)];
-      const size_t base = sequences[t] * cache.sequence_stride + static_cast<size_t>(h / 2 * head_dim);
+      const size_t base = static_cast<size_t>(sequences[t] * context * kv_dim + h / 2 * head_dim);
       std::vector<double> scores(static_cast<size_t>(positions[t] + 1));
       double top = -1e300, total = 0;
       for (int p = 0; p <= positions[t]; p++) {
@@ -201,6 +202,49 @@ TEST(Kernels, TiledAttentionMatchesAFullSoftmax) {
         EXPECT_NEAR(out[static_cast<size_t>((t * heads + h) * head_dim + d)], expected, 1e-5);
       }
     }
+}
+
+TEST(Kernels, SequencesContinuingASharedPrefixAttendAsIfTheyHeldACopy) {
+  // Sequence 0 holds a 100-token prefix; sequences 1 and 2 continue it with their own positions
+  // 100.. and read positions 0..99 from sequence 0. Attention must be bit-identical to sequences
+  // that hold a private copy of the prefix (same tiles, same order).
+  const int heads = 4, kv_heads = 2, head_dim = 16, kv_dim = kv_heads * head_dim, prefix = 100, own = 30;
+  auto backend = make_cpu_backend(2);
+  const auto prefix_k = random_values(static_cast<size_t>(prefix * kv_dim), 7), prefix_v = random_values(prefix_k.size(), 8);
+  const auto own_k = random_values(static_cast<size_t>(2 * own * kv_dim), 9), own_v = random_values(own_k.size(), 10);
+  const size_t prefix_floats = prefix_k.size(), own_floats = static_cast<size_t>(own * kv_dim);
+  // Shared: [prefix | own of 1 | own of 2].
+  std::vector<float> shared_k(prefix_k), shared_v(prefix_v);
+  shared_k.insert(shared_k.end(), own_k.begin(), own_k.end());
+  shared_v.insert(shared_v.end(), own_v.begin(), own_v.end());
+  const std::vector<KvSequence> shared_layout = {
+      {0, 0, prefix, -1}, {prefix_floats, prefix, own, 0}, {prefix_floats + own_floats, prefix, own, 0}};
+  // Copied: two sequences of prefix + own.
+  std::vector<float> copied_k, copied_v;
+  for (int s = 0; s < 2; s++) {
+    copied_k.insert(copied_k.end(), prefix_k.begin(), prefix_k.end());
+    copied_k.insert(copied_k.end(), own_k.begin() + s * static_cast<long>(own_floats), own_k.begin() + (s + 1) * static_cast<long>(own_floats));
+    copied_v.insert(copied_v.end(), prefix_v.begin(), prefix_v.end());
+    copied_v.insert(copied_v.end(), own_v.begin() + s * static_cast<long>(own_floats), own_v.begin() + (s + 1) * static_cast<long>(own_floats));
+  }
+  const std::vector<KvSequence> copied_layout = {{0, 0, prefix + own, -1}, {prefix_floats + own_floats, 0, prefix + own, -1}};
+  std::vector<int32_t> positions = {100, 129, 100, 115};
+  std::vector<int32_t> shared_sequences = {1, 1, 2, 2}, copied_sequences = {0, 0, 1, 1};
+  const auto q = random_values(static_cast<size_t>(4 * heads * head_dim), 11);
+  std::vector<float> shared_out(q.size()), copied_out(q.size());
+  backend->attention(shared_out.data(), q.data(), KvLayer{shared_k.data(), shared_v.data(), kv_dim, shared_layout.data()},
+                     TokenPlacement{4, positions.data(), shared_sequences.data()}, heads, kv_heads, head_dim);
+  backend->attention(copied_out.data(), q.data(), KvLayer{copied_k.data(), copied_v.data(), kv_dim, copied_layout.data()},
+                     TokenPlacement{4, positions.data(), copied_sequences.data()}, heads, kv_heads, head_dim);
+  EXPECT_EQ(shared_out, copied_out);
+  // store_kv writes a continuing sequence's keys into its own region, never into the prefix.
+  std::vector<float> k_new(static_cast<size_t>(kv_dim), 1.5f), v_new(static_cast<size_t>(kv_dim), -2.5f);
+  std::vector<int32_t> at = {101}, in = {2};
+  backend->store_kv(KvLayer{shared_k.data(), shared_v.data(), kv_dim, shared_layout.data()}, k_new.data(), v_new.data(),
+                    TokenPlacement{1, at.data(), in.data()});
+  EXPECT_EQ(shared_k[prefix_floats + own_floats + static_cast<size_t>(kv_dim)], 1.5f);
+  EXPECT_EQ(shared_v[prefix_floats + own_floats + static_cast<size_t>(kv_dim)], -2.5f);
+  EXPECT_TRUE(std::equal(prefix_k.begin(), prefix_k.end(), shared_k.begin()));
 }
 
 TEST(Kernels, RmsnormAndSwiglu) {

@@ -17,13 +17,31 @@ struct WeightView {
   int64_t rows = 0, cols = 0;
 };
 
-// The keys and values of one layer for every sequence: sequence s, position p starts at
-// k + s * sequence_stride + p * kv_dim (same for v).
+// Where one sequence's keys and values lie in a layer's cache. Its own positions
+// first_position .. first_position + capacity - 1 are stored from `offset` (in floats) on, kv_dim
+// floats each. Positions below first_position belong to sequence `parent` (a shared prefix, whose
+// own positions start at 0) and are read there in place: several sequences can continue one prefix
+// without copying it.
+struct KvSequence {
+  size_t offset = 0;
+  int first_position = 0;
+  int capacity = 0;
+  int parent = -1;
+};
+
+// The keys and values of one layer for every sequence.
 struct KvLayer {
   float* k = nullptr;
   float* v = nullptr;
-  size_t sequence_stride = 0;
   int kv_dim = 0;
+  const KvSequence* sequences = nullptr;
+
+  // Offset (floats) of sequence s's position p, in k and v alike.
+  size_t at(int s, int p) const {
+    const KvSequence* sequence = &sequences[s];
+    if (p < sequence->first_position) sequence = &sequences[sequence->parent];
+    return sequence->offset + static_cast<size_t>(p - sequence->first_position) * static_cast<size_t>(kv_dim);
+  }
 };
 
 // One forward pass's tokens: token t belongs to sequence sequences[t] at position positions[t].
@@ -51,8 +69,9 @@ class Backend {
   virtual void rope(float* x, const TokenPlacement& placement, int heads, int head_dim, const float* inverse_frequencies) = 0;
   // Writes the keys and values of these tokens into the cache at their sequence and position.
   virtual void store_kv(const KvLayer& cache, const float* k, const float* v, const TokenPlacement& placement) = 0;
-  // Causal attention of each token over its sequence's cached positions 0..position, computed in
-  // tiles with an online softmax: no score matrix is ever materialised.
+  // Causal attention of each token over its sequence's cached positions 0..position (those below
+  // the sequence's first position from its parent), computed in tiles with an online softmax: no
+  // score matrix is ever materialised.
   virtual void attention(float* out, const float* q, const KvLayer& cache, const TokenPlacement& placement, int heads,
                          int kv_heads, int head_dim) = 0;
   // gate = silu(gate) * up, elementwise.

@@ -195,7 +195,7 @@ class CpuBackend final : public Backend {
 
   void store_kv(const KvLayer& cache, const float* k, const float* v, const TokenPlacement& placement) override {
     for (int t = 0; t < placement.count; t++) {
-      size_t at = placement.sequences[t] * cache.sequence_stride + static_cast<size_t>(placement.positions[t]) * cache.kv_dim;
+      const size_t at = cache.at(placement.sequences[t], placement.positions[t]);
       std::memcpy(cache.k + at, k + static_cast<size_t>(t) * cache.kv_dim, cache.kv_dim * sizeof(float));
       std::memcpy(cache.v + at, v + static_cast<size_t>(t) * cache.kv_dim, cache.kv_dim * sizeof(float));
     }
@@ -212,15 +212,15 @@ class CpuBackend final : public Backend {
       for (int64_t task = first; task < last; task++) {
         const int t = static_cast<int>(task / heads), h = static_cast<int>(task % heads);
         const float* query = q + (static_cast<int64_t>(t) * heads + h) * head_dim;
-        const size_t base = placement.sequences[t] * cache.sequence_stride + static_cast<size_t>(h / group) * head_dim;
-        const int length = placement.positions[t] + 1;
+        const int sequence = placement.sequences[t], length = placement.positions[t] + 1;
+        const size_t head_offset = static_cast<size_t>(h / group) * head_dim;
         float running_max = -std::numeric_limits<float>::infinity(), running_sum = 0;
         std::fill(accumulator.begin(), accumulator.end(), 0.0f);
         for (int start = 0; start < length; start += kTile) {
           const int count = std::min(kTile, length - start);
           float tile_max = -std::numeric_limits<float>::infinity();
           for (int j = 0; j < count; j++) {
-            scores[j] = dot(query, cache.k + base + static_cast<size_t>(start + j) * cache.kv_dim, head_dim) * scale;
+            scores[j] = dot(query, cache.k + cache.at(sequence, start + j) + head_offset, head_dim) * scale;
             tile_max = std::max(tile_max, scores[j]);
           }
           const float new_max = std::max(running_max, tile_max);
@@ -230,7 +230,7 @@ class CpuBackend final : public Backend {
           for (int j = 0; j < count; j++) {
             const float weight = std::exp(scores[j] - new_max);
             running_sum += weight;
-            axpy(accumulator.data(), weight, cache.v + base + static_cast<size_t>(start + j) * cache.kv_dim, head_dim);
+            axpy(accumulator.data(), weight, cache.v + cache.at(sequence, start + j) + head_offset, head_dim);
           }
           running_max = new_max;
         }

@@ -36,7 +36,22 @@ struct TokenizeArgs {
   bool ids = false, pieces = false, parse_special = false, no_special_tokens = false;
 };
 
+struct ScoreArgs {
+  RunOptions run;
+  std::string input, output;
+  bool no_share_prefix = false;
+  int max_batch_rows = 0;
+};
+
+struct PerplexityArgs {
+  RunOptions run;
+  std::string text;
+  int context = 0, stride = 0;
+};
+
 int run_generate(const GenerateArgs& args);
+int run_score(const ScoreArgs& args);
+int run_perplexity(const PerplexityArgs& args);
 int run_chat(const ChatArgs& args);
 int run_info(const std::string& model, const std::string& max_memory, int context, int batch);
 int run_tokenize(const TokenizeArgs& args);

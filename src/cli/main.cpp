@@ -38,7 +38,7 @@ int main(int argc, char** argv) {
   CLI::App app{"layerwise: run language models larger than memory by streaming them from disk one layer at a time"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "layerwise 0.1.0");
-  const std::vector<std::string> commands = {"generate", "chat", "info", "split", "tokenize", "detokenize"};
+  const std::vector<std::string> commands = {"generate", "chat", "score", "perplexity", "info", "split", "tokenize", "detokenize"};
 
   GenerateArgs generate_args;
   auto* generate = app.add_subcommand("generate", "Continue a prompt (text, or token ids)");
@@ -60,6 +60,26 @@ int main(int argc, char** argv) {
   chat->add_option("--message", chat_args.message, "One user message: print the reply and exit");
   chat->add_option("--system", chat_args.system, "System message");
   add_sampling_options(chat, chat_args);
+
+  ScoreArgs score_args;
+  auto* score = app.add_subcommand("score", "Log-likelihoods of choices after a prefix (multiple choice, lm-eval loglikelihood), many rows per layer sweep");
+  add_run_options(score, score_args.run);
+  score->add_option("--input", score_args.input,
+                    "JSON lines: {\"id\": ..., \"prefix\": TEXT, \"choices\": [TEXT, ...]} (or prefix_ids / choices_ids)")
+      ->required();
+  score->add_option("--output", score_args.output, "Write the results here (default: stdout), one JSON line per input line");
+  score->add_flag("--no-share-prefix", score_args.no_share_prefix, "Run every prefix + choice on its own (a baseline for measurements)");
+  score->add_option("--max-batch-rows", score_args.max_batch_rows, "At most this many rows per layer sweep (default: as many as fit)")
+      ->check(CLI::PositiveNumber);
+
+  PerplexityArgs perplexity_args;
+  auto* perplexity = app.add_subcommand("perplexity", "Perplexity of a text file, in sliding windows as transformers' guide computes it");
+  add_run_options(perplexity, perplexity_args.run);
+  perplexity->add_option("--text", perplexity_args.text, "The text file")->required();
+  perplexity->add_option("--context", perplexity_args.context, "Window length in tokens (default: the model's max positions, at most 4096)")
+      ->check(CLI::Range(2, 1 << 20));
+  perplexity->add_option("--stride", perplexity_args.stride, "Tokens between window starts (default: half the window)")
+      ->check(CLI::PositiveNumber);
 
   std::string info_model, info_memory;
   int info_context = 0, info_batch = 1;
@@ -99,7 +119,7 @@ int main(int argc, char** argv) {
 
   const std::string first = argc > 1 ? argv[1] : "";
   if (!first.empty() && first[0] != '-' && std::find(commands.begin(), commands.end(), first) == commands.end()) {
-    std::fprintf(stderr, "layerwise: error: unknown command '%s' (commands: generate, chat, info, split, tokenize, detokenize; see --help)\n",
+    std::fprintf(stderr, "layerwise: error: unknown command '%s' (commands: generate, chat, score, perplexity, info, split, tokenize, detokenize; see --help)\n",
                  argv[1]);
     return 2;
   }
@@ -115,6 +135,8 @@ int main(int argc, char** argv) {
       return run_generate(generate_args);
     }
     if (chat->parsed()) return run_chat(chat_args);
+    if (score->parsed()) return run_score(score_args);
+    if (perplexity->parsed()) return run_perplexity(perplexity_args);
     if (info->parsed()) return run_info(info_model, info_memory, info_context, info_batch);
     if (tokenize->parsed()) {
       if (tokenize_args.text.empty() && tokenize_args.file.empty()) lw::fail("tokenize needs a text or --file");

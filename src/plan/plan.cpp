@@ -18,9 +18,8 @@ uint64_t MemoryPlan::total_bytes() const {
 
 int MemoryPlan::resident_units() const { return static_cast<int>(std::count(resident.begin(), resident.end(), true)); }
 
-uint64_t kv_cache_bytes(const ModelConfig& c, int sequences, int context_tokens) {
-  return 2ull * c.num_layers * static_cast<uint64_t>(c.kv_dim()) * sizeof(float) * static_cast<uint64_t>(sequences) *
-         static_cast<uint64_t>(context_tokens);
+uint64_t kv_cache_bytes(const ModelConfig& c, int positions) {
+  return 2ull * c.num_layers * static_cast<uint64_t>(c.kv_dim()) * sizeof(float) * static_cast<uint64_t>(positions);
 }
 
 uint64_t activation_bytes(const ModelConfig& c, int tokens, int logit_rows, int threads) {
@@ -37,10 +36,13 @@ MemoryPlan plan_memory(const ModelConfig& config, const std::vector<uint64_t>& u
   plan.resident.assign(unit_bytes.size(), false);
   plan.process_bytes = request.process_bytes;
   plan.overhead_bytes = kOverheadBytes;
-  plan.kv_bytes = kv_cache_bytes(config, request.sequences, request.context_tokens);
+  plan.kv_bytes = kv_cache_bytes(config, request.kv_positions > 0 ? request.kv_positions : request.sequences * request.context_tokens);
   const int min_tokens = request.sequences;
   const int max_tokens = std::max(request.prompt_tokens, min_tokens);
-  auto logit_rows = [&](int tokens) { return request.all_logits ? tokens : request.sequences; };
+  auto logit_rows = [&](int tokens) {
+    if (!request.all_logits) return request.sequences;
+    return request.logit_chunk > 0 ? std::min(tokens, request.logit_chunk) : tokens;
+  };
   auto activations = [&](int tokens) { return activation_bytes(config, tokens, logit_rows(tokens), request.threads); };
   const uint64_t fixed = plan.process_bytes + plan.overhead_bytes + plan.kv_bytes;
 

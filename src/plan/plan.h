@@ -18,6 +18,8 @@ struct PlanRequest {
   bool all_logits = false;    // logits for every token rather than the last of each sequence
   uint64_t process_bytes = 0; // memory the process holds before the engine allocates (code, libraries)
   int threads = 1;
+  int kv_positions = 0;       // KV positions of all sequences together; 0: sequences x context_tokens
+  int logit_chunk = 0;        // with all_logits: logits held at most this many rows at a time (0: all)
 };
 
 struct MemoryPlan {
@@ -34,7 +36,7 @@ struct MemoryPlan {
   bool streams() const { return stream_slots > 0; }
 };
 
-uint64_t kv_cache_bytes(const ModelConfig& config, int sequences, int context_tokens);
+uint64_t kv_cache_bytes(const ModelConfig& config, int positions);
 uint64_t activation_bytes(const ModelConfig& config, int tokens, int logit_rows, int threads);
 
 // unit_bytes: the memory each unit occupies when loaded (index 0 is the embedding: not loaded).

@@ -28,6 +28,8 @@ MemoryPlan Engine::plan(const RunShape& shape) const {
   request.budget_bytes = budget_;
   request.sequences = shape.sequences;
   request.context_tokens = shape.context_tokens;
+  request.kv_positions = shape.total_kv_positions();
+  request.logit_chunk = shape.logit_chunk;
   request.prompt_tokens = shape.prompt_tokens;
   request.all_logits = shape.all_logits;
   request.process_bytes = options_.count_process ? current_rss_bytes() : 0;
@@ -55,15 +57,38 @@ void Engine::begin(const RunShape& shape) {
   v_ = buffer(tokens * c.kv_dim());
   gate_ = buffer(tokens * c.intermediate_size);
   up_ = buffer(tokens * c.intermediate_size);
-  const size_t stride = static_cast<size_t>(shape.context_tokens) * c.kv_dim();
+  if (shape.logit_chunk > 0) logit_chunk_ = buffer(std::min<size_t>(static_cast<size_t>(shape.logit_chunk), tokens) * c.vocab_size);
+  const size_t cache_floats = static_cast<size_t>(shape.total_kv_positions()) * c.kv_dim();
   for (int layer = 0; layer < c.num_layers; layer++) {
-    float* k = buffer(stride * shape.sequences);
-    float* v = buffer(stride * shape.sequences);
-    kv_.push_back({k, v, stride, c.kv_dim()});
+    float* k = buffer(cache_floats);
+    float* v = buffer(cache_floats);
+    kv_.push_back({k, v, c.kv_dim(), nullptr});
   }
+  set_sequences(std::vector<SequenceSpan>(static_cast<size_t>(shape.sequences), SequenceSpan{0, shape.context_tokens, -1}));
   rope_length_ = 0;  // each run starts from the trained context, like a freshly loaded model
   inverse_frequencies_.clear();
   streamer_ = std::make_unique<Streamer>(checkpoint_, *reader_, plan_, options_.prefetch);
+}
+
+void Engine::set_sequences(const std::vector<SequenceSpan>& spans) {
+  const size_t kv_dim = static_cast<size_t>(config().kv_dim());
+  std::vector<KvSequence> layout;
+  size_t used = 0;
+  for (size_t s = 0; s < spans.size(); s++) {
+    const SequenceSpan& span = spans[s];
+    const bool parent_ok = span.parent < 0 ? span.first_position == 0
+                                           : span.parent < static_cast<int>(s) && spans[static_cast<size_t>(span.parent)].parent < 0 &&
+                                                 spans[static_cast<size_t>(span.parent)].capacity >= span.first_position;
+    if (span.capacity < 1 || span.first_position < 0 || !parent_ok)
+      fail("internal error: sequence " + std::to_string(s) + " is laid out inconsistently");
+    layout.push_back({used * kv_dim, span.first_position, span.capacity, span.parent});
+    used += static_cast<size_t>(span.capacity);
+  }
+  if (used > static_cast<size_t>(shape_.total_kv_positions()))
+    fail("internal error: " + std::to_string(used) + " KV positions laid out in a cache of " +
+         std::to_string(shape_.total_kv_positions()));
+  kv_sequences_ = std::move(layout);
+  for (KvLayer& layer : kv_) layer.sequences = kv_sequences_.data();
 }
 
 void Engine::end() {
@@ -79,7 +104,9 @@ void Engine::end() {
   }
   for (float* owned : owned_) backend_->release(owned);
   owned_.clear();
+  logit_chunk_ = nullptr;
   kv_.clear();
+  kv_sequences_.clear();
 }
 
 EngineStats Engine::stats() const {
@@ -125,6 +152,15 @@ void Engine::run_layer(const UnitWeights& w, int layer, int count) {
 }
 
 void Engine::forward(const std::vector<Token>& tokens, const std::vector<int>& logit_rows, float* logits) {
+  sweep(tokens, logit_rows, logits, nullptr);
+}
+
+void Engine::forward(const std::vector<Token>& tokens, const std::vector<int>& logit_rows, const LogitsSink& sink) {
+  if (!logit_chunk_) fail("internal error: forward() with a logits sink in a run begun without logit_chunk");
+  sweep(tokens, logit_rows, nullptr, &sink);
+}
+
+void Engine::sweep(const std::vector<Token>& tokens, const std::vector<int>& logit_rows, float* logits, const LogitsSink* sink) {
   if (!streamer_) fail("internal error: forward() before begin()");
   const ModelConfig& c = config();
   const int count = static_cast<int>(tokens.size());
@@ -139,7 +175,9 @@ void Engine::forward(const std::vector<Token>& tokens, const std::vector<int>& l
     const Token& token = tokens[t];
     if (token.id < 0 || token.id >= c.vocab_size)
       fail("token id " + std::to_string(token.id) + " is outside the vocabulary (0.." + std::to_string(c.vocab_size - 1) + ")");
-    if (token.sequence < 0 || token.sequence >= shape_.sequences || token.position < 0 || token.position >= shape_.context_tokens)
+    const KvSequence* sequence =
+        token.sequence >= 0 && token.sequence < static_cast<int>(kv_sequences_.size()) ? &kv_sequences_[static_cast<size_t>(token.sequence)] : nullptr;
+    if (!sequence || token.position < sequence->first_position || token.position >= sequence->first_position + sequence->capacity)
       fail("internal error: token placed outside the planned KV cache");
     ids[t] = token.id;
     positions_[t] = token.position;
@@ -168,12 +206,18 @@ void Engine::forward(const std::vector<Token>& tokens, const std::vector<int>& l
   }
   const int head = c.num_layers + 1;
   const UnitWeights& weights = streamer_->acquire(head);
-  const int rows = static_cast<int>(logit_rows.size());
-  for (int i = 0; i < rows; i++)
-    std::memcpy(xb_ + static_cast<size_t>(i) * c.hidden_size, x_ + static_cast<size_t>(logit_rows[i]) * c.hidden_size,
-                c.hidden_size * sizeof(float));
-  backend_->rmsnorm(xb_, xb_, rows, weights[Role::FinalNorm], static_cast<float>(c.rms_norm_eps));
-  backend_->matmul(logits, xb_, rows, weights[Role::LmHead], nullptr);
+  const size_t rows = logit_rows.size(), chunk = sink ? std::min(static_cast<size_t>(shape_.logit_chunk), static_cast<size_t>(plan_.tokens_per_sweep))
+                                         : std::max<size_t>(rows, 1);
+  for (size_t first = 0; first < rows; first += chunk) {
+    const size_t in_chunk = std::min(chunk, rows - first);
+    for (size_t i = 0; i < in_chunk; i++)
+      std::memcpy(xb_ + i * c.hidden_size, x_ + static_cast<size_t>(logit_rows[first + i]) * c.hidden_size,
+                  c.hidden_size * sizeof(float));
+    backend_->rmsnorm(xb_, xb_, static_cast<int>(in_chunk), weights[Role::FinalNorm], static_cast<float>(c.rms_norm_eps));
+    float* out = sink ? logit_chunk_ : logits + first * static_cast<size_t>(c.vocab_size);
+    backend_->matmul(out, xb_, static_cast<int>(in_chunk), weights[Role::LmHead], nullptr);
+    if (sink) (*sink)(first, in_chunk, out);
+  }
   streamer_->release(head);
   sweeps_++;
   sweep_seconds_ += now_seconds() - start;

@@ -2,6 +2,7 @@
 // tokens, each layer acquired from the streamer, run by the backend, then released.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -28,6 +29,22 @@ struct RunShape {
   int context_tokens = 0;  // per sequence
   int prompt_tokens = 0;   // all sequences together
   bool all_logits = false;
+  // KV cache positions for all sequences together; 0: sequences x context_tokens. Runs that
+  // lay out their own sequences (set_sequences) size the cache with this.
+  int kv_positions = 0;
+  // With all_logits: the logits are consumed in chunks of at most this many rows (forward with
+  // a LogitsSink), so they need not all be in memory at once; 0: all rows at once.
+  int logit_chunk = 0;
+  int total_kv_positions() const { return kv_positions > 0 ? kv_positions : sequences * context_tokens; }
+};
+
+// A sequence of the KV cache: its own positions first_position .. first_position + capacity - 1;
+// positions below first_position are read from sequence `parent` (a shared prefix, which starts
+// at position 0 and has no parent).
+struct SequenceSpan {
+  int first_position = 0;
+  int capacity = 0;
+  int parent = -1;
 };
 
 struct Token {
@@ -56,17 +73,26 @@ class Engine {
   std::vector<uint64_t> unit_memory_bytes() const;
   MemoryPlan plan(const RunShape& shape) const;  // throws lw::Error if the budget is too small
 
-  // Plans, allocates the KV cache and buffers, and starts reading ahead.
+  // Plans, allocates the KV cache and buffers, and starts reading ahead. The cache starts as
+  // shape.sequences sequences of shape.context_tokens positions each.
   void begin(const RunShape& shape);
+  // Lays the cache out afresh (what it held is forgotten): sequence s of the next sweeps is
+  // spans[s]. The capacities together may not exceed the cache begun with.
+  void set_sequences(const std::vector<SequenceSpan>& spans);
   void end();
   const MemoryPlan& active_plan() const { return plan_; }
 
   // One sweep. Writes logits for tokens[logit_rows[i]] to logits + i * vocab.
   void forward(const std::vector<Token>& tokens, const std::vector<int>& logit_rows, float* logits);
+  // The same, handing the logits over in chunks: sink(first, count, logits) gets the rows
+  // logit_rows[first .. first + count) (count x vocab floats, valid during the call).
+  using LogitsSink = std::function<void(size_t first, size_t count, const float* logits)>;
+  void forward(const std::vector<Token>& tokens, const std::vector<int>& logit_rows, const LogitsSink& sink);
   EngineStats stats() const;
 
  private:
   void run_layer(const UnitWeights& w, int layer, int count);
+  void sweep(const std::vector<Token>& tokens, const std::vector<int>& logit_rows, float* logits, const LogitsSink* sink);
   float* buffer(size_t floats);
 
   EngineOptions options_;
@@ -79,8 +105,9 @@ class Engine {
   RunShape shape_;
   std::vector<float*> owned_;
   float *x_ = nullptr, *xb_ = nullptr, *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *att_ = nullptr, *gate_ = nullptr,
-        *up_ = nullptr;
+        *up_ = nullptr, *logit_chunk_ = nullptr;
   std::vector<KvLayer> kv_;
+  std::vector<KvSequence> kv_sequences_;  // the layout every layer's cache shares
   std::vector<int32_t> positions_, sequences_;
   std::vector<float> inverse_frequencies_;
   int rope_length_ = 0;  // context length the dynamic RoPE frequencies were last computed for

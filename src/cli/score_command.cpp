@@ -1,0 +1,256 @@
+// `layerwise score` (log-likelihoods of choices after a prefix, rows read from JSON lines) and
+// `layerwise perplexity` (sliding windows over a text file).
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "cli/text.h"
+#include "common/error.h"
+#include "common/file.h"
+#include "common/progress.h"
+#include "common/sizes.h"
+#include "common/system.h"
+#include "score/score.h"
+
+namespace lw::cli {
+namespace {
+
+// One input line: a row to score, or why it cannot be.
+struct InputLine {
+  int number = 0;
+  nlohmann::json id;
+  std::optional<ScoreRow> row;
+  std::string error;
+};
+
+std::vector<int> ids_from_json(const nlohmann::json& value, const std::string& field) {
+  if (!value.is_array()) throw std::runtime_error("\"" + field + "\" is not an array of token ids");
+  std::vector<int> ids;
+  for (const auto& id : value) {
+    if (!id.is_number_integer()) throw std::runtime_error("\"" + field + "\" holds something that is not a token id");
+    ids.push_back(id.get<int>());
+  }
+  return ids;
+}
+
+// Reads the rows; text is tokenized as transformers users do for scoring: the prefix as a prompt
+// (BOS as the tokenizer adds it), each choice separately with no special tokens.
+std::vector<InputLine> read_rows(const std::string& path, const std::string& model, std::optional<Tokenizer>& tokenizer) {
+  std::ifstream file(path);
+  if (!file) fail(path, "cannot open");
+  std::vector<InputLine> lines;
+  std::string text;
+  int number = 0;
+  auto encode = [&](const nlohmann::json& value, const std::string& field, bool special) {
+    if (!value.is_string()) throw std::runtime_error("\"" + field + "\" is not a string");
+    if (!tokenizer) tokenizer = load_tokenizer(model);
+    const auto ids = tokenizer->encode(value.get<std::string>(), special, false);
+    return std::vector<int>(ids.begin(), ids.end());
+  };
+  while (std::getline(file, text)) {
+    number++;
+    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+    InputLine line;
+    line.number = number;
+    try {
+      const nlohmann::json json = nlohmann::json::parse(text);
+      if (!json.is_object()) throw std::runtime_error("not a JSON object");
+      line.id = json.contains("id") ? json["id"] : nlohmann::json(number);
+      ScoreRow row;
+      if (json.contains("prefix_ids")) row.prefix = ids_from_json(json["prefix_ids"], "prefix_ids");
+      else if (json.contains("prefix")) row.prefix = encode(json["prefix"], "prefix", true);
+      else throw std::runtime_error("no \"prefix\" or \"prefix_ids\"");
+      if (json.contains("choices_ids")) {
+        if (!json["choices_ids"].is_array()) throw std::runtime_error("\"choices_ids\" is not an array");
+        for (const auto& choice : json["choices_ids"]) row.choices.push_back(ids_from_json(choice, "choices_ids"));
+      } else if (json.contains("choices")) {
+        if (!json["choices"].is_array()) throw std::runtime_error("\"choices\" is not an array of strings");
+        for (const auto& choice : json["choices"]) row.choices.push_back(encode(choice, "choices", false));
+      } else {
+        throw std::runtime_error("no \"choices\" or \"choices_ids\"");
+      }
+      if (row.prefix.empty()) throw std::runtime_error("the prefix encodes to no tokens");
+      if (row.choices.empty()) throw std::runtime_error("no choices");
+      for (const auto& choice : row.choices)
+        if (choice.empty()) throw std::runtime_error("a choice encodes to no tokens");
+      line.row = std::move(row);
+    } catch (const lw::Error&) {
+      throw;  // the model or its tokenizer, not this line
+    } catch (const std::exception& e) {
+      line.error = e.what();
+      if (auto at = line.error.find("[json.exception."); at != std::string::npos) line.error = "malformed JSON: " + line.error;
+    }
+    lines.push_back(std::move(line));
+  }
+  if (lines.empty()) fail(path, "holds no rows (one JSON object per line)");
+  return lines;
+}
+
+nlohmann::ordered_json row_json(const InputLine& line, const RowScore& score) {
+  nlohmann::ordered_json choices = nlohmann::ordered_json::array();
+  for (const auto& choice : score.choices)
+    choices.push_back({{"sum_logprob", choice.sum_logprob},
+                       {"tokens", choice.tokens},
+                       {"mean_logprob", choice.mean_logprob()},
+                       {"greedy", choice.greedy}});
+  return {{"id", line.id}, {"choices", choices}, {"best_by_sum", score.best_by_sum}, {"best_by_mean", score.best_by_mean}};
+}
+
+// Results go to stdout, or to a file that appears complete or not at all.
+class Output {
+ public:
+  explicit Output(const std::string& path) : path_(path) {
+    if (path.empty()) return;
+    temp_ = path + ".tmp";
+    file_ = std::fopen(temp_.c_str(), "w");
+    if (!file_) fail(path, "cannot create");
+  }
+  ~Output() {
+    if (file_) {
+      std::fclose(file_);
+      std::remove(temp_.c_str());
+    }
+  }
+  void line(const nlohmann::ordered_json& json) {
+    const std::string text = json.dump() + "\n";
+    std::fwrite(text.data(), 1, text.size(), file_ ? file_ : stdout);
+    if (!file_) std::fflush(stdout);
+  }
+  void commit() {
+    if (!file_) return;
+    const bool ok = std::fflush(file_) == 0 && std::fclose(file_) == 0;
+    file_ = nullptr;
+    if (!ok || std::rename(temp_.c_str(), path_.c_str()) != 0) {
+      std::remove(temp_.c_str());
+      fail(path_, "cannot write");
+    }
+  }
+
+ private:
+  std::string path_, temp_;
+  FILE* file_ = nullptr;
+};
+
+std::string rate_text(size_t done, size_t total, double seconds) {
+  char text[96];
+  const double rate = seconds > 0 ? static_cast<double>(done) / seconds : 0;
+  std::snprintf(text, sizeof text, "%.2f rows/s, %.0f s left", rate, rate > 0 ? static_cast<double>(total - done) / rate : 0.0);
+  return text;
+}
+
+void print_stream_stats(const Engine& engine, double seconds) {
+  const EngineStats stats = engine.stats();
+  std::fprintf(stderr, "sweeps    %d in %.3f s; layer loads %llu; read %s in %.3f s; waited for reads %.3f s\n", stats.sweeps,
+               seconds, static_cast<unsigned long long>(stats.stream.unit_loads), format_size(stats.stream.bytes_read).c_str(),
+               stats.stream.read_seconds, stats.stream.wait_seconds);
+  std::fprintf(stderr, "memory    budget %s; plan %s; peak RSS %s\n", format_size(engine.budget_bytes()).c_str(),
+               format_size(engine.active_plan().total_bytes()).c_str(), format_size(stats.peak_rss_bytes).c_str());
+}
+
+}  // namespace
+
+int run_score(const ScoreArgs& args) {
+  std::optional<Tokenizer> tokenizer;
+  const std::vector<InputLine> lines = read_rows(args.input, args.run.model, tokenizer);
+  std::vector<ScoreRow> rows;
+  std::vector<size_t> line_of_row;
+  int malformed = 0;
+  for (size_t i = 0; i < lines.size(); i++) {
+    if (lines[i].row) {
+      rows.push_back(*lines[i].row);
+      line_of_row.push_back(i);
+    } else {
+      std::fprintf(stderr, "layerwise: error: %s:%d: %s\n", args.input.c_str(), lines[i].number, lines[i].error.c_str());
+      malformed++;
+    }
+  }
+  const double start = now_seconds();
+  Engine engine(args.run.model, {memory_option(args.run.max_memory), args.run.threads, !args.run.no_prefetch});
+  const int vocab = engine.config().vocab_size;
+  for (size_t r = 0; r < rows.size(); r++) {
+    auto check = [&](const std::vector<int>& ids) {
+      for (int id : ids)
+        if (id < 0 || id >= vocab)
+          fail(args.input + ":" + std::to_string(lines[line_of_row[r]].number) + ": token id " + std::to_string(id) +
+               " is outside the vocabulary (0.." + std::to_string(vocab - 1) + ")");
+    };
+    check(rows[r].prefix);
+    for (const auto& choice : rows[r].choices) check(choice);
+  }
+
+  Output output(args.output);
+  size_t next_line = 0;  // lines before it are written
+  auto write_errors_before = [&](size_t line) {
+    for (; next_line < line; next_line++)
+      output.line(nlohmann::ordered_json{{"id", lines[next_line].id}, {"line", lines[next_line].number}, {"error", lines[next_line].error}});
+  };
+  Progress progress("score", rows.size(), args.run.quiet);
+  ScoreOptions options;
+  options.share_prefix = !args.no_share_prefix;
+  options.max_rows_per_batch = args.max_batch_rows;
+  options.on_row = [&](size_t r, const RowScore& score) {
+    write_errors_before(line_of_row[r]);
+    output.line(row_json(lines[line_of_row[r]], score));
+    next_line = line_of_row[r] + 1;
+    progress.update(r + 1, rate_text(r + 1, rows.size(), now_seconds() - start));
+  };
+  ScoreStats stats;
+  if (!rows.empty()) score_rows(engine, rows, options, &stats);
+  write_errors_before(lines.size());
+  progress.finish();
+  output.commit();
+  if (!args.run.quiet) {
+    const double seconds = now_seconds() - start;
+    size_t choices = 0;
+    for (const auto& row : rows) choices += row.choices.size();
+    std::fprintf(stderr, "score     %zu rows, %zu choices, %zu tokens in %d batches of up to %d tokens%s: %.3f s (%.2f rows/s)\n",
+                 rows.size(), choices, stats.tokens, stats.batches, stats.tokens_per_batch,
+                 options.share_prefix ? "" : " (no prefix sharing)", seconds, static_cast<double>(rows.size()) / seconds);
+    print_stream_stats(engine, seconds);
+  }
+  if (malformed) {
+    std::fprintf(stderr, "layerwise: error: %s: %d malformed line(s); the other %zu rows were scored\n", args.input.c_str(),
+                 malformed, rows.size());
+    return 1;
+  }
+  return 0;
+}
+
+int run_perplexity(const PerplexityArgs& args) {
+  const std::string text = read_file_text(args.text);
+  const Tokenizer tokenizer = load_tokenizer(args.run.model);
+  const auto encoded = tokenizer.encode(text, true, false);
+  const std::vector<int> ids(encoded.begin(), encoded.end());
+  const double start = now_seconds();
+  Engine engine(args.run.model, {memory_option(args.run.max_memory), args.run.threads, !args.run.no_prefetch});
+  const int context = args.context > 0 ? args.context : std::min(engine.config().max_position, 4096);
+  const int stride = args.stride > 0 ? args.stride : std::max(1, context / 2);
+  std::optional<Progress> progress;
+  const PerplexityResult result = perplexity(engine, ids, context, stride, [&](int done, int windows) {
+    if (!progress) progress.emplace("perplexity: windows", static_cast<uint64_t>(windows), args.run.quiet);
+    progress->update(static_cast<uint64_t>(done));
+  });
+  if (progress) progress->finish();
+  std::printf("%s\n", nlohmann::ordered_json({{"perplexity", result.perplexity()},
+                                      {"nll_sum", result.nll_sum},
+                                      {"tokens_scored", result.tokens_scored},
+                                      {"text_tokens", ids.size()},
+                                      {"windows", result.windows},
+                                      {"context", context},
+                                      {"stride", stride}})
+                          .dump()
+                          .c_str());
+  if (!args.run.quiet) {
+    std::fprintf(stderr, "perplexity %.4f over %zu tokens (%d windows of up to %d tokens, stride %d)\n", result.perplexity(),
+                 result.tokens_scored, result.windows, context, stride);
+    print_stream_stats(engine, now_seconds() - start);
+  }
+  return 0;
+}
+
+}  // namespace lw::cli
