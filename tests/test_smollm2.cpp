@@ -16,6 +16,7 @@
 #include "helpers.h"
 #include "runtime/engine.h"
 #include "runtime/generate.h"
+#include "score/score.h"
 #include "tokenizer/tokenizer.h"
 
 namespace lw {
@@ -143,6 +144,36 @@ TEST(SmolLM2, CliChatsWithTheGgufFile) {
   EXPECT_NE(result.out.find("30 layers, hidden 576, heads 9 (kv 3, head_dim 64), ffn 1536, vocab 49152"), std::string::npos)
       << result.out;
   EXPECT_NE(result.out.find("Q4_1 x210"), std::string::npos) << result.out;
+}
+
+TEST(SmolLM2, ScoresMultipleChoiceRowsAsTransformers) {
+  // tests/fixtures/score/goldens.json: transformers scoring each prefix + choice alone.
+  const nlohmann::json model = test::load_json(test::fixture("score/goldens.json"))["models"]["smollm2"];
+  test::TempDir dir;
+  std::string input;
+  for (const auto& row : model["rows"])
+    input += nlohmann::json({{"id", row["id"]}, {"prefix", row["prefix"]}, {"choices", row["choices"]}}).dump() + "\n";
+  test::write_file(dir / "rows.jsonl", input);
+  const auto result = test::layerwise({"score", "--model", gguf_path(), "--input", dir / "rows.jsonl", "--quiet"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  std::istringstream lines(result.out);
+  size_t r = 0;
+  for (std::string line; std::getline(lines, line); r++) {
+    const auto ours = nlohmann::json::parse(line);
+    const auto& golden = model["rows"][r];
+    EXPECT_EQ(ours["id"], golden["id"]);
+    for (size_t c = 0; c < golden["results"].size(); c++) {
+      const auto &a = ours["choices"][c], &b = golden["results"][c];
+      EXPECT_EQ(a["tokens"], b["tokens"]) << "row " << r << " choice " << c;
+      // Two logit tolerances per token (the token's logit and the log-normaliser).
+      EXPECT_NEAR(a["sum_logprob"].get<double>(), b["sum_logprob"].get<double>(), 2 * kLogitTolerance * b["tokens"].get<double>())
+          << "row " << r << " choice " << c;
+      EXPECT_EQ(a["greedy"], b["greedy"]);
+    }
+    EXPECT_EQ(ours["best_by_sum"], golden["best_by_sum"]);
+    EXPECT_EQ(ours["best_by_mean"], golden["best_by_mean"]);
+  }
+  EXPECT_EQ(r, model["rows"].size());
 }
 
 }  // namespace

@@ -38,18 +38,25 @@ std::vector<int> ids_from_json(const nlohmann::json& value, const std::string& f
   return ids;
 }
 
-// Reads the rows; text is tokenized as transformers users do for scoring: the prefix as a prompt
-// (BOS as the tokenizer adds it), each choice separately with no special tokens.
+// Reads the rows. Text is tokenized as lm-evaluation-harness does for loglikelihood: spaces at
+// the end of the prefix move to the start of each choice, the prefix is encoded as a prompt (BOS
+// as the tokenizer adds it), and a choice's ids are those that follow the prefix's ids in the
+// encoding of prefix + choice. That gives each choice the ids it has in running text (encoding
+// " play" alone would give SentencePiece vocabularies a stray "▁"). A text choice after
+// prefix_ids is encoded alone, without special tokens.
 std::vector<InputLine> read_rows(const std::string& path, const std::string& model, std::optional<Tokenizer>& tokenizer) {
   std::ifstream file(path);
   if (!file) fail(path, "cannot open");
   std::vector<InputLine> lines;
   std::string text;
   int number = 0;
-  auto encode = [&](const nlohmann::json& value, const std::string& field, bool special) {
+  auto text_of = [](const nlohmann::json& value, const std::string& field) {
     if (!value.is_string()) throw std::runtime_error("\"" + field + "\" is not a string");
+    return value.get<std::string>();
+  };
+  auto encode = [&](const std::string& value, bool special) {
     if (!tokenizer) tokenizer = load_tokenizer(model);
-    const auto ids = tokenizer->encode(value.get<std::string>(), special, false);
+    const auto ids = tokenizer->encode(value, special, false);
     return std::vector<int>(ids.begin(), ids.end());
   };
   while (std::getline(file, text)) {
@@ -62,15 +69,36 @@ std::vector<InputLine> read_rows(const std::string& path, const std::string& mod
       if (!json.is_object()) throw std::runtime_error("not a JSON object");
       line.id = json.contains("id") ? json["id"] : nlohmann::json(number);
       ScoreRow row;
-      if (json.contains("prefix_ids")) row.prefix = ids_from_json(json["prefix_ids"], "prefix_ids");
-      else if (json.contains("prefix")) row.prefix = encode(json["prefix"], "prefix", true);
-      else throw std::runtime_error("no \"prefix\" or \"prefix_ids\"");
+      std::optional<std::string> prefix_text;
+      if (json.contains("prefix_ids")) {
+        row.prefix = ids_from_json(json["prefix_ids"], "prefix_ids");
+      } else if (json.contains("prefix")) {
+        prefix_text = text_of(json["prefix"], "prefix");
+      } else {
+        throw std::runtime_error("no \"prefix\" or \"prefix_ids\"");
+      }
       if (json.contains("choices_ids")) {
         if (!json["choices_ids"].is_array()) throw std::runtime_error("\"choices_ids\" is not an array");
         for (const auto& choice : json["choices_ids"]) row.choices.push_back(ids_from_json(choice, "choices_ids"));
+        if (prefix_text) row.prefix = encode(*prefix_text, true);
       } else if (json.contains("choices")) {
         if (!json["choices"].is_array()) throw std::runtime_error("\"choices\" is not an array of strings");
-        for (const auto& choice : json["choices"]) row.choices.push_back(encode(choice, "choices", false));
+        std::string spaces;
+        if (prefix_text) {
+          const size_t end = prefix_text->find_last_not_of(" ") + 1;  // npos + 1 == 0: all spaces
+          spaces = prefix_text->substr(end);
+          prefix_text->resize(end);
+          row.prefix = encode(*prefix_text, true);
+        }
+        for (const auto& choice : json["choices"]) {
+          const std::string choice_text = spaces + text_of(choice, "choices");
+          if (!prefix_text) {
+            row.choices.push_back(encode(choice_text, false));
+            continue;
+          }
+          const std::vector<int> whole = encode(*prefix_text + choice_text, true);
+          row.choices.emplace_back(whole.begin() + static_cast<long>(std::min(row.prefix.size(), whole.size())), whole.end());
+        }
       } else {
         throw std::runtime_error("no \"choices\" or \"choices_ids\"");
       }

@@ -69,6 +69,7 @@ RunShape plan_batches(const Engine& engine, size_t total_tokens, size_t largest_
 std::vector<RowScore> score_rows(Engine& engine, const std::vector<ScoreRow>& input, const ScoreOptions& options,
                                  ScoreStats* stats) {
   const int vocab = engine.config().vocab_size;
+  if (stats) *stats = ScoreStats{};
   for (size_t r = 0; r < input.size(); r++) {
     const ScoreRow& row = input[r];
     const std::string where = "row " + std::to_string(r) + ": ";

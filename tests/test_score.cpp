@@ -1,0 +1,236 @@
+// Scoring and perplexity against transformers (tests/fixtures/score/goldens.json, made by
+// scripts/make_score_goldens.py: every prefix + choice run alone through transformers), and the
+// proof that sharing works: one copy of each prefix, each layer read once per batch of rows.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "common/error.h"
+#include "helpers.h"
+#include "runtime/engine.h"
+#include "score/score.h"
+
+namespace lw {
+namespace {
+
+// A choice token's log-probability is its logit minus the log-normaliser, each within the
+// engine's logit tolerance against transformers (2e-4, tests/test_engine.cpp): so 4e-4 per token.
+constexpr double kPerTokenTolerance = 4e-4;
+
+const nlohmann::json& goldens() {
+  static const nlohmann::json json = test::load_json(test::fixture("score/goldens.json"));
+  return json;
+}
+
+std::vector<ScoreRow> rows_of(const nlohmann::json& model) {
+  std::vector<ScoreRow> rows;
+  for (const auto& row : model["rows"])
+    rows.push_back({row["prefix_ids"].get<std::vector<int>>(), row["choices_ids"].get<std::vector<std::vector<int>>>()});
+  return rows;
+}
+
+void expect_matches_goldens(const std::vector<RowScore>& scores, const nlohmann::json& model) {
+  ASSERT_EQ(scores.size(), model["rows"].size());
+  for (size_t r = 0; r < scores.size(); r++) {
+    const auto& golden = model["rows"][r];
+    ASSERT_EQ(scores[r].choices.size(), golden["results"].size()) << "row " << r;
+    for (size_t c = 0; c < scores[r].choices.size(); c++) {
+      const ChoiceScore& ours = scores[r].choices[c];
+      const auto& theirs = golden["results"][c];
+      EXPECT_EQ(ours.tokens, theirs["tokens"].get<int>()) << "row " << r << " choice " << c;
+      EXPECT_NEAR(ours.sum_logprob, theirs["sum_logprob"].get<double>(), kPerTokenTolerance * ours.tokens)
+          << "row " << r << " choice " << c;
+      EXPECT_NEAR(ours.mean_logprob(), theirs["mean_logprob"].get<double>(), kPerTokenTolerance) << "row " << r << " choice " << c;
+      EXPECT_EQ(ours.greedy, theirs["greedy"].get<bool>()) << "row " << r << " choice " << c;
+    }
+    EXPECT_EQ(scores[r].best_by_sum, golden["best_by_sum"].get<int>()) << "row " << r;
+    EXPECT_EQ(scores[r].best_by_mean, golden["best_by_mean"].get<int>()) << "row " << r;
+  }
+}
+
+std::string model_path(const std::string& name) { return test::source_path(goldens()["models"][name]["path"].get<std::string>()); }
+
+EngineOptions roomy() { return {1ull << 30, 2, true, false}; }
+
+class ScoreGoldens : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ScoreGoldens, SharedPrefixBatchMatchesTransformersRunningEachChoiceAlone) {
+  const auto& model = goldens()["models"][GetParam()];
+  Engine engine(model_path(GetParam()), roomy());
+  ScoreStats stats;
+  expect_matches_goldens(score_rows(engine, rows_of(model), {}, &stats), model);
+  EXPECT_EQ(stats.batches, 1) << "every row fits one batch at this budget";
+}
+
+TEST_P(ScoreGoldens, RowsScoredOneByOneWithoutSharingGiveTheSameNumbers) {
+  const auto& model = goldens()["models"][GetParam()];
+  Engine engine(model_path(GetParam()), roomy());
+  const auto rows = rows_of(model);
+  const auto shared = score_rows(engine, rows, {});
+  ScoreOptions alone;
+  alone.share_prefix = false;
+  alone.max_rows_per_batch = 1;
+  const auto separate = score_rows(engine, rows, alone);
+  for (size_t r = 0; r < rows.size(); r++)
+    for (size_t c = 0; c < rows[r].choices.size(); c++) {
+      // Same arithmetic up to how the tokens of a sweep are grouped for the matrix kernels.
+      EXPECT_NEAR(shared[r].choices[c].sum_logprob, separate[r].choices[c].sum_logprob, 1e-5) << r << "," << c;
+      EXPECT_EQ(shared[r].choices[c].greedy, separate[r].choices[c].greedy);
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, ScoreGoldens, ::testing::Values("mha-f32", "gqa-tied-llama3-f32", "stories260K"),
+                         [](const auto& param_info) {
+                           std::string name = param_info.param;
+                           for (char& c : name)
+                             if (c == '-') c = '_';
+                           return name;
+                         });
+
+TEST(Score, SharingComputesEachPrefixOnceAndReadsEachLayerOncePerBatch) {
+  // A 216 MB random checkpoint (16 layers of 13 MB) streamed under a budget that holds the batch's
+  // activations but not the model; the stories260K rows' ids are valid in its vocabulary.
+  test::TempDir dir;
+  const auto made = test::run({LW_MAKE_CHECKPOINT, "--shape", "small", "--out", dir / "small", "--quiet"});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const auto rows = rows_of(goldens()["models"]["stories260K"]);
+  size_t shared_tokens = 0, unshared_tokens = 0, choices = 0;
+  for (const auto& row : rows) {
+    shared_tokens += row.prefix.size();
+    for (const auto& choice : row.choices) {
+      shared_tokens += choice.size();
+      unshared_tokens += row.prefix.size() + choice.size();
+      choices++;
+    }
+  }
+  const int tokens = static_cast<int>(shared_tokens);
+  const RunShape shape{1, tokens, tokens, true, tokens, 128};
+  // The least budget that streams every layer yet passes all rows through each layer at once.
+  Engine probe(dir / "small", roomy());
+  uint64_t budget = probe.plan(shape).minimum_budget;
+  for (;; budget += 2u << 20) {
+    ASSERT_LT(budget, 1ull << 30);
+    Engine sized(dir / "small", {budget, 2, true, false});
+    if (sized.plan(shape).tokens_per_sweep >= tokens) break;
+  }
+  Engine engine(dir / "small", {budget, 2, true, false});
+  ASSERT_TRUE(engine.plan(shape).streams());
+  ASSERT_GE(engine.plan(shape).tokens_per_sweep, tokens);
+  ScoreStats stats;
+  const auto shared = score_rows(engine, rows, {}, &stats);
+  EXPECT_EQ(stats.tokens, shared_tokens) << "each prefix computed once per row";
+  EXPECT_EQ(stats.batches, 1);
+  EngineStats engine_stats = engine.stats();
+  EXPECT_EQ(engine_stats.sweeps, 1) << "all rows pass each layer together";
+  for (size_t u = 1; u < engine_stats.stream.loads_per_unit.size(); u++) {
+    if (engine.active_plan().resident[u]) continue;
+    EXPECT_LE(engine_stats.stream.loads_per_unit[u], 2u) << "unit " << u << ": read once (plus read-ahead of a next sweep)";
+  }
+
+  Engine baseline(dir / "small", {budget, 2, true, false});
+  ScoreOptions alone;
+  alone.share_prefix = false;
+  alone.max_rows_per_batch = 1;
+  const auto separate = score_rows(baseline, rows, alone, &stats);
+  EXPECT_EQ(stats.tokens, unshared_tokens) << "without sharing, the prefix is computed for every choice";
+  EXPECT_EQ(stats.batches, static_cast<int>(choices));
+  engine_stats = baseline.stats();
+  EXPECT_EQ(engine_stats.sweeps, static_cast<int>(choices));
+  for (size_t u = 1; u < engine_stats.stream.loads_per_unit.size(); u++) {
+    if (baseline.active_plan().resident[u]) continue;
+    EXPECT_GE(engine_stats.stream.loads_per_unit[u], choices) << "unit " << u;
+  }
+  for (size_t r = 0; r < rows.size(); r++)
+    for (size_t c = 0; c < rows[r].choices.size(); c++)
+      EXPECT_NEAR(shared[r].choices[c].sum_logprob, separate[r].choices[c].sum_logprob,
+                  1e-4 * static_cast<double>(rows[r].choices[c].size()));
+}
+
+TEST(Score, RefusesEmptyPrefixesAndChoicesAndUnknownTokens) {
+  Engine engine(test::stories_path(), roomy());
+  EXPECT_THROW(score_rows(engine, {{{}, {{5}}}}, {}), Error);
+  EXPECT_THROW(score_rows(engine, {{{1}, {}}}, {}), Error);
+  EXPECT_THROW(score_rows(engine, {{{1}, {{}}}}, {}), Error);
+  EXPECT_THROW(score_rows(engine, {{{1, 99999}, {{5}}}}, {}), Error);
+}
+
+TEST(Perplexity, MatchesTransformersSlidingWindows) {
+  const auto& golden = goldens()["perplexity"];
+  // The goldens' token ids come from the tokenizer; the CLI test below checks that path too.
+  const auto result = test::layerwise({"tokenize", "--model", test::stories_path(), "--file", test::source_path(golden["text"].get<std::string>())});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const std::vector<int> ids = test::parse_ids(result.out);
+  ASSERT_EQ(ids.size(), golden["text_tokens"].get<size_t>());
+  Engine engine(test::stories_path(), roomy());
+  for (const auto& run : golden["runs"]) {
+    const int context = run["context"].get<int>(), stride = run["stride"].get<int>();
+    const PerplexityResult ours = perplexity(engine, ids, context, stride);
+    // The exact sums over the tokens each window scores; the guide's own arithmetic weights each
+    // window after the first by one token less than it averages over (see the README), which
+    // differs when stride < context.
+    EXPECT_EQ(ours.tokens_scored, run["exact_tokens"].get<size_t>()) << context << "/" << stride;
+    EXPECT_NEAR(ours.nll_sum, run["exact_nll_sum"].get<double>(), kPerTokenTolerance * static_cast<double>(ours.tokens_scored))
+        << context << "/" << stride;
+    EXPECT_NEAR(ours.perplexity(), run["exact_perplexity"].get<double>(), run["exact_perplexity"].get<double>() * kPerTokenTolerance)
+        << context << "/" << stride;
+  }
+}
+
+TEST(ScoreCli, ScoresTextRowsKeepsOrderAndReportsMalformedLines) {
+  const auto& model = goldens()["models"]["stories260K"];
+  test::TempDir dir;
+  std::string input;
+  for (size_t r = 0; r < model["rows"].size(); r++) {
+    const auto& row = model["rows"][r];
+    input += nlohmann::json({{"id", row["id"]}, {"prefix", row["prefix"]}, {"choices", row["choices"]}}).dump() + "\n";
+    if (r == 0) input += "{\"id\": \"broken\", \"prefix\": \n";  // line 2: cut short
+  }
+  input += "{\"id\": \"ids\", \"prefix_ids\": [1, 2], \"choices_ids\": [[3], [4, 5]]}\n";
+  test::write_file(dir / "rows.jsonl", input);
+  const std::string output = dir / "scores.jsonl";
+  const auto result = test::layerwise({"score", "--model", test::stories_path(), "--input", dir / "rows.jsonl", "--output", output});
+  EXPECT_EQ(result.exit_code, 1) << "a malformed line makes the run fail after the others are scored";
+  EXPECT_NE(result.err.find("rows.jsonl:2: malformed JSON"), std::string::npos) << result.err;
+  EXPECT_EQ(result.out, "");
+  EXPECT_FALSE(std::filesystem::exists(output + ".tmp"));
+  std::vector<nlohmann::json> lines;
+  std::istringstream text(test::read_file(output));
+  for (std::string line; std::getline(text, line);) lines.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(lines.size(), model["rows"].size() + 2);
+  EXPECT_EQ(lines[1]["line"], 2);
+  EXPECT_EQ(lines[1]["id"], nullptr);
+  std::vector<RowScore> scores;
+  size_t row = 0;
+  for (size_t i = 0; i < lines.size() - 1; i++) {
+    if (i == 1) continue;
+    EXPECT_EQ(lines[i]["id"], model["rows"][row++]["id"]);
+    RowScore score;
+    for (const auto& choice : lines[i]["choices"])
+      score.choices.push_back({choice["sum_logprob"].get<double>(), choice["tokens"].get<int>(), choice["greedy"].get<bool>()});
+    score.best_by_sum = lines[i]["best_by_sum"].get<int>();
+    score.best_by_mean = lines[i]["best_by_mean"].get<int>();
+    scores.push_back(score);
+  }
+  expect_matches_goldens(scores, model);  // text tokenized as transformers did: prefix with BOS, choices without
+  EXPECT_EQ(lines.back()["id"], "ids");
+  EXPECT_EQ(lines.back()["choices"].size(), 2u);
+}
+
+TEST(ScoreCli, PerplexityPrintsOneJsonLine) {
+  const auto& run = goldens()["perplexity"]["runs"][0];
+  const auto result = test::layerwise({"perplexity", "--model", test::stories_path(), "--text",
+                                       test::source_path(goldens()["perplexity"]["text"].get<std::string>()), "--context",
+                                       std::to_string(run["context"].get<int>()), "--stride", std::to_string(run["stride"].get<int>()), "--quiet"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const auto json = nlohmann::json::parse(result.out);
+  EXPECT_EQ(json["tokens_scored"], run["exact_tokens"]);
+  EXPECT_NEAR(json["perplexity"].get<double>(), run["exact_perplexity"].get<double>(),
+              run["exact_perplexity"].get<double>() * kPerTokenTolerance);
+  const auto bad = test::layerwise({"perplexity", "--model", test::stories_path(), "--text", "/nonexistent.txt"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("/nonexistent.txt"), std::string::npos) << bad.err;
+}
+
+}  // namespace
+}  // namespace lw
