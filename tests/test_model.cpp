@@ -151,7 +151,11 @@ class Kernels : public ::testing::TestWithParam<DType> {};
 
 TEST_P(Kernels, MatmulMatchesDoublePrecision) {
   const DType dtype = GetParam();
-  const int tokens = 5, rows = 37, cols = 70;
+  // 1 and 3 tokens take the decode kernels, 5 the blocked one and its remainder; 70 columns
+  // leave tails after 16-wide vectors, 37 rows a partial block of four.
+  for (const int tokens : {1, 3, 5}) {
+  SCOPED_TRACE(tokens);
+  const int rows = 37, cols = 70;
   auto backend = make_cpu_backend(2);
   std::vector<float> x = random_values(static_cast<size_t>(tokens * cols), 1), w = random_values(static_cast<size_t>(rows * cols), 2),
                      bias = random_values(rows, 3);
@@ -167,6 +171,7 @@ TEST_P(Kernels, MatmulMatchesDoublePrecision) {
       for (int c = 0; c < cols; c++) expected += static_cast<double>(x[t * cols + c]) * w[r * cols + c];
       EXPECT_NEAR(y[t * rows + r], expected, 1e-4) << "t " << t << " r " << r;
     }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(AllTypes, Kernels, ::testing::Values(DType::F32, DType::F16, DType::BF16));
