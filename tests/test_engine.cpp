@@ -28,7 +28,8 @@ const nlohmann::json& goldens() {
   return json;
 }
 
-EngineOptions roomy() { return {1ull << 30, 2, true, false}; }
+// The goldens are float32 computations: products in float32 too, whatever the stored dtype.
+EngineOptions roomy() { return {1ull << 30, 2, true, false, DType::F32}; }
 
 class Transformers : public ::testing::TestWithParam<std::string> {};
 
@@ -95,7 +96,7 @@ TEST_P(Transformers, StreamedRunGivesIdenticalLogitsToResident) {
   for (const auto& p : prompts) total += p.size(), longest = std::max(longest, p.size());
   const RunShape shape{static_cast<int>(prompts.size()), static_cast<int>(longest), static_cast<int>(total), true};
   const uint64_t minimum = resident.plan(shape).minimum_budget;
-  Engine streamed(test::fixture(GetParam()), {minimum, 2, true, false});
+  Engine streamed(test::fixture(GetParam()), {minimum, 2, true, false, DType::F32});
   EXPECT_EQ(prompt_logits(streamed, prompts), expected);
   const EngineStats stats = streamed.stats();
   EXPECT_GT(stats.sweeps, 1) << "a minimal budget should cut the prefill into several sweeps";
@@ -123,6 +124,28 @@ TEST(TransformersNative, HalfPrecisionLogitsAreWithinTheStatedTolerance) {
     auto logits = prompt_logits(engine, {test::golden_prompts(golden)[0]});
     EXPECT_LT(test::max_logit_difference(logits[0], golden["native_logits"][0]), tolerance) << name;
   }
+}
+
+TEST(TransformersNative, Bf16ProductsOfABf16CheckpointStayWithinTransformersOwnBf16Error) {
+  // By default a BF16 checkpoint multiplies in BF16 (AMX where present) once 16 tokens pass a
+  // layer: all three prompts as one batch do. Rounding activations to bfloat16 moves the logits
+  // by less than transformers' own native bfloat16 run moves them from float32 (0.30).
+  const auto& golden = goldens()["gqa-bf16"];
+  Engine engine(test::fixture("gqa-bf16"), {1ull << 30, 2, true, false});
+  EXPECT_EQ(engine.compute_dtype(), DType::BF16);
+  const auto prompts = test::golden_prompts(golden);
+  size_t tokens = 0;
+  for (const auto& p : prompts) tokens += p.size();
+  ASSERT_GE(tokens, 16u);
+  const auto logits = prompt_logits(engine, prompts);
+  double worst = 0;
+  for (size_t p = 0; p < prompts.size(); p++) worst = std::max(worst, test::max_logit_difference(logits[p], golden["logits"][p]));
+  EXPECT_LT(worst, 0.30);
+  if (*engine.matrix_units()) {
+    EXPECT_GT(worst, 1e-4) << "the products did not run in bf16";
+  }
+  Engine exact(test::fixture("gqa-bf16"), roomy());
+  EXPECT_EQ(exact.compute_dtype(), DType::F32);
 }
 
 TEST(TransformersNative, HalfPrecisionSplitOfAFloat32Checkpoint) {

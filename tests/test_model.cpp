@@ -2,6 +2,8 @@
 // independent computation.
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 #include <cmath>
 #include <random>
 
@@ -171,6 +173,41 @@ TEST_P(Kernels, MatmulMatchesDoublePrecision) {
       for (int c = 0; c < cols; c++) expected += static_cast<double>(x[t * cols + c]) * w[r * cols + c];
       EXPECT_NEAR(y[t * rows + r], expected, 1e-4) << "t " << t << " r " << r;
     }
+  }
+}
+
+TEST_P(Kernels, Bf16MatmulMatchesDoublePrecisionOfRoundedInputs) {
+  // Compute dtype BF16: from 16 tokens on, AMX tiles (where the CPU has them) multiply
+  // bfloat16-rounded activations and weights, accumulating in float32. Awkward sizes: token
+  // counts that are not multiples of the 32-token tile block, columns not multiples of 32, a
+  // partial block of rows.
+  const DType dtype = GetParam();
+  auto backend = make_cpu_backend(2);
+  backend->set_compute_dtype(DType::BF16);
+  for (const auto& [tokens, rows, cols] : {std::tuple{16, 37, 70}, std::tuple{33, 64, 96}, std::tuple{47, 5, 33}}) {
+    SCOPED_TRACE(std::to_string(tokens) + "x" + std::to_string(rows) + "x" + std::to_string(cols));
+    std::vector<float> x = random_values(static_cast<size_t>(tokens * cols), 1), w = random_values(static_cast<size_t>(rows * cols), 2),
+                       bias = random_values(static_cast<size_t>(rows), 3);
+    std::vector<char> stored(static_cast<size_t>(rows * cols) * dtype_size(dtype));
+    convert(w.data(), DType::F32, stored.data(), dtype, w.size());
+    std::vector<float> y(static_cast<size_t>(tokens * rows));
+    WeightView weights{stored.data(), dtype, rows, cols}, bias_view{bias.data(), DType::F32, 1, rows};
+    backend->matmul(y.data(), x.data(), tokens, weights, &bias_view);
+    // What the tiles see: both operands rounded to bfloat16 (the F32 fallback is closer still).
+    auto rounded = [](float v) { return bf16_to_f32(f32_to_bf16(v)); };
+    std::vector<float> w_seen(w.size());
+    convert_to_f32(stored.data(), dtype, w.size(), w_seen.data());
+    for (int t = 0; t < tokens; t++)
+      for (int r = 0; r < rows; r++) {
+        double expected = bias[static_cast<size_t>(r)], magnitude = 0;
+        for (int c = 0; c < cols; c++) {
+          const double product = static_cast<double>(rounded(x[static_cast<size_t>(t * cols + c)])) * rounded(w_seen[static_cast<size_t>(r * cols + c)]);
+          expected += product;
+          magnitude += std::abs(product);
+        }
+        // Rounded inputs, float32 sums: exact up to float32 accumulation.
+        EXPECT_NEAR(y[static_cast<size_t>(t * rows + r)], expected, 1e-5 * magnitude + 1e-5) << "t " << t << " r " << r;
+      }
   }
 }
 

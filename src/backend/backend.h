@@ -61,6 +61,14 @@ class Backend {
   virtual float* allocate(size_t floats) = 0;
   virtual void release(float* buffer) = 0;
 
+  // The precision of matrix products: F32 (the default) multiplies in float32; BF16 lets the
+  // backend round activations and weights to bfloat16 and accumulate in float32 on matrix units
+  // (the CPU backend: AMX, for products of 16 tokens or more). Other operations stay float32.
+  virtual void set_compute_dtype(DType dtype) = 0;
+  virtual DType compute_dtype() const = 0;
+  // Where BF16 products actually run on matrix units ("amx"), or "" when they fall back to F32.
+  virtual const char* matrix_units() const = 0;
+
   // y[t, r] = sum_c x[t, c] * w[r, c] + bias[r]   for t < tokens, r < w.rows; bias may be null.
   virtual void matmul(float* y, const float* x, int tokens, const WeightView& w, const WeightView* bias) = 0;
   // y[t] = x[t] / rms(x[t]) * weight, row by row.

@@ -15,6 +15,7 @@
 #define LW_CLONES
 #endif
 
+#include "backend/amx.h"
 #include "backend/backend.h"
 #include "backend/thread_pool.h"
 #include "common/error.h"
@@ -159,6 +160,9 @@ class CpuBackend final : public Backend {
 
   const char* name() const override { return "cpu"; }
   int threads() const override { return pool_.size(); }
+  void set_compute_dtype(DType dtype) override { compute_ = dtype; }
+  DType compute_dtype() const override { return compute_; }
+  const char* matrix_units() const override { return amx_available() ? "amx" : ""; }
 
   float* allocate(size_t floats) override {
     size_t bytes = (std::max<size_t>(floats, 1) * sizeof(float) + 63) / 64 * 64;
@@ -172,6 +176,8 @@ class CpuBackend final : public Backend {
   void matmul(float* y, const float* x, int tokens, const WeightView& w, const WeightView* bias) override {
     const int64_t rows = w.rows, cols = w.cols;
     std::vector<float> bias_f32 = bias ? vector_as_f32(*bias) : std::vector<float>();
+    if (compute_ == DType::BF16 && tokens >= kAmxMinTokens && amx_available())
+      return matmul_amx(y, x, tokens, w, bias ? bias_f32.data() : nullptr);
     const int64_t blocks = (rows + 3) / 4;
     pool_.parallel_for(blocks, [&](int64_t first, int64_t last, int thread) {
       std::vector<float>& scratch = scratch_[static_cast<size_t>(thread)];
@@ -306,7 +312,26 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  // Below this many tokens a product is bound by reading the weights, not by arithmetic.
+  static constexpr int kAmxMinTokens = 16;
+
+  void matmul_amx(float* y, const float* x, int tokens, const WeightView& w, const float* bias) {
+    const int64_t cols = amx_padded_cols(w.cols);
+    activations_bf16_.assign(static_cast<size_t>(amx_padded_tokens(tokens) * cols), 0);
+    pool_.parallel_for(tokens, [&](int64_t first, int64_t last, int) {
+      amx_activations(x + first * w.cols, static_cast<int>(last - first), w.cols, activations_bf16_.data() + first * cols);
+    }, 16);
+    pool_.parallel_for((w.rows + 31) / 32, [&](int64_t first, int64_t last, int thread) {
+      std::vector<uint16_t>& packed = packed_[static_cast<size_t>(thread)];
+      for (int64_t block = first; block < last; block++)
+        amx_matmul_block(y, activations_bf16_.data(), tokens, w, bias, block * 32, packed);
+    });
+  }
+
   ThreadPool pool_;
+  DType compute_ = DType::F32;
+  std::vector<uint16_t> activations_bf16_;
+  std::vector<std::vector<uint16_t>> packed_ = std::vector<std::vector<uint16_t>>(static_cast<size_t>(pool_.size()));
   std::vector<std::vector<float>> scratch_;  // per thread: weight rows converted to float32
 };
 

@@ -4,10 +4,12 @@
 #include <string>
 #include <vector>
 
+#include "runtime/engine.h"
+
 namespace lw::cli {
 
 struct RunOptions {  // how the engine runs
-  std::string model, max_memory;
+  std::string model, max_memory, compute_dtype;
   int threads = 0;
   bool no_prefetch = false, quiet = false;
 };
@@ -59,6 +61,7 @@ int run_detokenize(const std::string& model, const std::string& ids, bool skip_s
 
 // Shared helpers
 uint64_t memory_option(const std::string& text);
+EngineOptions engine_options(const RunOptions& run);
 std::vector<int> parse_ids(const std::string& text, const std::string& where);
 
 }  // namespace lw::cli

@@ -57,6 +57,10 @@ void print_run_stats(const Engine& engine, double load_seconds, double prefill_s
                seconds_text(stream.wait_seconds).c_str(), hidden);
   std::fprintf(stderr, "memory    budget %s; plan %s; peak RSS %s\n", format_size(engine.budget_bytes()).c_str(),
                format_size(engine.active_plan().total_bytes()).c_str(), format_size(stats.peak_rss_bytes).c_str());
+  std::fprintf(stderr, "compute   %s matrix products%s\n", engine.compute_dtype() == DType::BF16 ? "bf16" : "f32",
+               engine.compute_dtype() != DType::BF16 ? ""
+               : *engine.matrix_units()            ? " on AMX when 16 tokens or more pass a layer"
+                                                   : " requested, but this CPU has no AMX: f32");
 }
 
 GenerateOptions generate_options(int max_new_tokens, bool ignore_eos, float temperature, int top_k, float top_p,
@@ -164,7 +168,7 @@ int run_generate(const GenerateArgs& args) {
   for (const auto& prompt : prompts)
     if (prompt.empty()) fail("a prompt encodes to no tokens");
   const double start = now_seconds();
-  Engine engine(args.run.model, {memory_option(args.run.max_memory), args.run.threads, !args.run.no_prefetch});
+  Engine engine(args.run.model, engine_options(args.run));
   const int vocab = engine.config().vocab_size;
   for (const auto& prompt : prompts)
     for (int id : prompt)
@@ -177,7 +181,7 @@ int run_generate(const GenerateArgs& args) {
 int run_chat(const ChatArgs& args) {
   const Tokenizer tokenizer = load_tokenizer(args.run.model);
   const double start = now_seconds();
-  Engine engine(args.run.model, {memory_option(args.run.max_memory), args.run.threads, !args.run.no_prefetch});
+  Engine engine(args.run.model, engine_options(args.run));
   const double load_seconds = now_seconds() - start;
   GenerateOptions options = generate_options(args.max_new_tokens, false, args.temperature, args.top_k, args.top_p,
                                              args.repeat_penalty, args.seed);

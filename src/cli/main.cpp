@@ -18,6 +18,10 @@ void add_run_options(CLI::App* command, RunOptions& run) {
   command->add_option("--max-memory", run.max_memory,
                       "Memory budget for everything the engine holds, e.g. 4GiB, 300MiB (default: 80% of available memory)");
   command->add_option("--threads", run.threads, "Compute threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  command->add_option("--compute-dtype", run.compute_dtype,
+                      "Precision of matrix products: f32, or bf16 (AMX where the CPU has it; activations rounded to "
+                      "bfloat16). Default: bf16 for BF16 checkpoints, else f32")
+      ->check(CLI::IsMember({"f32", "bf16", "float32", "bfloat16"}));
   command->add_flag("--no-prefetch", run.no_prefetch, "Read each layer only when needed (a baseline for measurements)");
   command->add_flag("--quiet", run.quiet, "No statistics on stderr");
 }

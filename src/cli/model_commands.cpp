@@ -14,6 +14,12 @@ namespace lw::cli {
 
 uint64_t memory_option(const std::string& text) { return text.empty() ? 0 : parse_size(text); }
 
+EngineOptions engine_options(const RunOptions& run) {
+  EngineOptions options{memory_option(run.max_memory), run.threads, !run.no_prefetch};
+  if (!run.compute_dtype.empty()) options.compute_dtype = dtype_from_user(run.compute_dtype);
+  return options;
+}
+
 std::vector<int> parse_ids(const std::string& text, const std::string& where) {
   std::vector<int> ids;
   std::istringstream in(text);

@@ -198,7 +198,7 @@ int run_score(const ScoreArgs& args) {
     }
   }
   const double start = now_seconds();
-  Engine engine(args.run.model, {memory_option(args.run.max_memory), args.run.threads, !args.run.no_prefetch});
+  Engine engine(args.run.model, engine_options(args.run));
   const int vocab = engine.config().vocab_size;
   for (size_t r = 0; r < rows.size(); r++) {
     auto check = [&](const std::vector<int>& ids) {
@@ -255,7 +255,7 @@ int run_perplexity(const PerplexityArgs& args) {
   const auto encoded = tokenizer.encode(text, true, false);
   const std::vector<int> ids(encoded.begin(), encoded.end());
   const double start = now_seconds();
-  Engine engine(args.run.model, {memory_option(args.run.max_memory), args.run.threads, !args.run.no_prefetch});
+  Engine engine(args.run.model, engine_options(args.run));
   const int context = args.context > 0 ? args.context : std::min(engine.config().max_position, 4096);
   const int stride = args.stride > 0 ? args.stride : std::max(1, context / 2);
   std::optional<Progress> progress;

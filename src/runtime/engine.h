@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,10 @@ struct EngineOptions {
   // true: the budget also covers the process itself (code, libraries, heap so far), as the CLI
   // promises; false: only what the engine allocates (embedders that budget their own process).
   bool count_process = true;
+  // Precision of matrix products (Backend::set_compute_dtype). Unset: BF16 for checkpoints whose
+  // matrices are all stored in BF16 (computed as transformers computes them: BF16 products,
+  // F32 accumulation), F32 for everything else.
+  std::optional<DType> compute_dtype = std::nullopt;
 };
 
 // What a run will ask of the engine, so memory can be planned before anything is allocated.
@@ -70,6 +75,8 @@ class Engine {
   const Checkpoint& checkpoint() const { return checkpoint_; }
   const ModelConfig& config() const { return checkpoint_.config; }
   uint64_t budget_bytes() const { return budget_; }
+  DType compute_dtype() const { return backend_->compute_dtype(); }
+  const char* matrix_units() const { return backend_->matrix_units(); }
   std::vector<uint64_t> unit_memory_bytes() const;
   MemoryPlan plan(const RunShape& shape) const;  // throws lw::Error if the budget is too small
 
