@@ -57,10 +57,7 @@ void print_run_stats(const Engine& engine, double load_seconds, double prefill_s
                seconds_text(stream.wait_seconds).c_str(), hidden);
   std::fprintf(stderr, "memory    budget %s; plan %s; peak RSS %s\n", format_size(engine.budget_bytes()).c_str(),
                format_size(engine.active_plan().total_bytes()).c_str(), format_size(stats.peak_rss_bytes).c_str());
-  std::fprintf(stderr, "compute   %s matrix products%s\n", engine.compute_dtype() == DType::BF16 ? "bf16" : "f32",
-               engine.compute_dtype() != DType::BF16 ? ""
-               : *engine.matrix_units()            ? " on AMX when 16 tokens or more pass a layer"
-                                                   : " requested, but this CPU has no AMX: f32");
+  std::fprintf(stderr, "compute   %s\n", compute_description(engine).c_str());
 }
 
 GenerateOptions generate_options(int max_new_tokens, bool ignore_eos, float temperature, int top_k, float top_p,

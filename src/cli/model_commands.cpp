@@ -14,6 +14,12 @@ namespace lw::cli {
 
 uint64_t memory_option(const std::string& text) { return text.empty() ? 0 : parse_size(text); }
 
+std::string compute_description(const Engine& engine) {
+  if (engine.compute_dtype() != DType::BF16) return "f32 matrix products";
+  return *engine.matrix_units() ? "bf16 matrix products (AMX tiles when 16 tokens or more pass a layer)"
+                                : "bf16 requested, but this CPU has no AMX: f32 matrix products";
+}
+
 EngineOptions engine_options(const RunOptions& run) {
   EngineOptions options{memory_option(run.max_memory), run.threads, !run.no_prefetch};
   if (!run.compute_dtype.empty()) options.compute_dtype = dtype_from_user(run.compute_dtype);
@@ -63,6 +69,7 @@ int run_info(const std::string& model, const std::string& max_memory, int contex
   std::printf("rope          theta %g, scaling %s (factor %g); max positions %d; tied head %s\n", c.rope.theta,
               rope_names[static_cast<int>(c.rope.type)], c.rope.factor, c.max_position, c.tie_word_embeddings ? "yes" : "no");
   std::printf("parameters    %.3f M\n", static_cast<double>(checkpoint.parameter_count()) / 1e6);
+  std::printf("compute       %s\n", compute_description(engine).c_str());
   std::printf("units         (on disk -> in memory, in sweep order)\n");
   uint64_t total = 0, total_loaded = 0;
   for (const auto& unit : checkpoint.units) {
