@@ -62,23 +62,29 @@ bool amx_available() {
   return available;
 }
 
+// Activations are stored tile by tile: block (t / 16, c / 32) of 16 tokens x 32 columns is 1 KiB
+// of contiguous memory, so a tile load reads one run of cache lines.
+inline int64_t tile_offset(int64_t t, int64_t c, int64_t padded_cols) {
+  return ((t / 16) * (padded_cols / 32) + c / 32) * 512 + (t % 16) * 32 + c % 32;
+}
+
 __attribute__((target("avx512f,avx512bf16"))) void amx_activations(const float* x, int tokens, int64_t cols, uint16_t* out) {
   const int64_t padded = amx_padded_cols(cols);
   for (int t = 0; t < tokens; t++) {
     const float* in = x + static_cast<int64_t>(t) * cols;
-    uint16_t* to = out + static_cast<int64_t>(t) * padded;
     int64_t c = 0;
     for (; c + 16 <= cols; c += 16)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(to + c), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(in + c)));
-    for (; c < cols; c++) to[c] = f32_to_bf16(in[c]);
-    for (; c < padded; c++) to[c] = 0;
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + tile_offset(t, c, padded)),
+                          (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(in + c)));
+    for (; c < cols; c++) out[tile_offset(t, c, padded)] = f32_to_bf16(in[c]);
+    for (; c < padded; c++) out[tile_offset(t, c, padded)] = 0;
   }
 }
 
 __attribute__((target("amx-tile,amx-bf16,avx512f"))) void amx_matmul_block(float* y, const uint16_t* x, int tokens,
                                                                             const WeightView& w, const float* bias, int64_t r0,
                                                                             std::vector<uint16_t>& scratch) {
-  const int64_t cols = amx_padded_cols(w.cols), stride = cols * 2;
+  const int64_t cols = amx_padded_cols(w.cols);
   pack_weights(w, r0, cols, scratch);
   const uint16_t* b0 = scratch.data();
   const uint16_t* b1 = scratch.data() + static_cast<size_t>(cols) * 16;
@@ -92,11 +98,11 @@ __attribute__((target("amx-tile,amx-bf16,avx512f"))) void amx_matmul_block(float
     _tile_zero(1);
     _tile_zero(2);
     _tile_zero(3);
-    const uint16_t* a0 = x + static_cast<int64_t>(m) * cols;
-    const uint16_t* a1 = a0 + 16 * cols;
+    const uint16_t* a0 = x + tile_offset(m, 0, cols);
+    const uint16_t* a1 = x + tile_offset(m + 16, 0, cols);
     for (int64_t k = 0; k < cols; k += 32) {
-      _tile_loadd(4, a0 + k, stride);
-      _tile_loadd(5, a1 + k, stride);
+      _tile_loadd(4, a0 + k * 16, 64);
+      _tile_loadd(5, a1 + k * 16, 64);
       _tile_loadd(6, b0 + k * 16, 64);
       _tile_loadd(7, b1 + k * 16, 64);
       _tile_dpbf16ps(0, 4, 6);

@@ -12,8 +12,9 @@ namespace lw {
 // ARCH_REQ_XCOMP_PERM, asked once). False everywhere else, and when LAYERWISE_NO_AMX is set.
 bool amx_available();
 
-// Activations for amx_matmul_block: x [tokens, cols] rounded to BF16 (nearest even) into
-// out [padded_tokens(tokens), padded_cols(cols)], zero padded.
+// Activations for amx_matmul_block: x [tokens, cols] rounded to BF16 (nearest even) into out,
+// which holds amx_padded_tokens(tokens) x amx_padded_cols(cols) values in tile order (zeroed
+// beforehand for the padding tokens). `x` and `out` may start at any multiple of 16 tokens.
 int amx_padded_tokens(int tokens);
 int64_t amx_padded_cols(int64_t cols);
 void amx_activations(const float* x, int tokens, int64_t cols, uint16_t* out);

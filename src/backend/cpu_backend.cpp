@@ -318,9 +318,10 @@ class CpuBackend final : public Backend {
   void matmul_amx(float* y, const float* x, int tokens, const WeightView& w, const float* bias) {
     const int64_t cols = amx_padded_cols(w.cols);
     activations_bf16_.assign(static_cast<size_t>(amx_padded_tokens(tokens) * cols), 0);
-    pool_.parallel_for(tokens, [&](int64_t first, int64_t last, int) {
-      amx_activations(x + first * w.cols, static_cast<int>(last - first), w.cols, activations_bf16_.data() + first * cols);
-    }, 16);
+    pool_.parallel_for((tokens + 15) / 16, [&](int64_t first, int64_t last, int) {  // whole tiles of 16 tokens
+      const int64_t begin = first * 16, end = std::min<int64_t>(last * 16, tokens);
+      amx_activations(x + begin * w.cols, static_cast<int>(end - begin), w.cols, activations_bf16_.data() + begin * cols);
+    });
     pool_.parallel_for((w.rows + 31) / 32, [&](int64_t first, int64_t last, int thread) {
       std::vector<uint16_t>& packed = packed_[static_cast<size_t>(thread)];
       for (int64_t block = first; block < last; block++)
