@@ -44,24 +44,33 @@ Distribution distribution(const float* logits, int vocab) {
   return d;
 }
 
-// The largest batch (in tokens) the plan allows in one sweep, and the plan's shape for it.
+// The largest batch (in tokens) whose KV cache and activations the budget holds while it passes
+// each layer in one sweep, and the plan's shape for it. A bigger batch needs a bigger cache,
+// which leaves less for activations: the largest size that still fits is found by bisection. A
+// row larger than any batch that fits gets a batch of its own, cut into several sweeps.
 RunShape plan_batches(const Engine& engine, size_t total_tokens, size_t largest_row) {
   const auto shape_for = [&](size_t tokens) {
     const int positions = static_cast<int>(std::max(tokens, largest_row));
     return RunShape{1, positions, static_cast<int>(tokens), true, positions, kLogitChunk};
   };
-  size_t tokens = std::min<size_t>(total_tokens, size_t{1} << 20);
-  while (true) {
+  const auto fits = [&](size_t tokens) {
     try {
-      const MemoryPlan plan = engine.plan(shape_for(tokens));
-      const size_t fits = static_cast<size_t>(plan.tokens_per_sweep);
-      if (fits >= tokens || tokens <= largest_row) return shape_for(tokens);
-      tokens = std::max(fits, largest_row);
+      return static_cast<size_t>(engine.plan(shape_for(tokens)).tokens_per_sweep) >= tokens;
     } catch (const Error&) {
-      if (tokens <= largest_row) throw;  // even one row does not fit: the plan's message says why
-      tokens = std::max(tokens / 2, largest_row);
+      return false;
     }
+  };
+  size_t low = largest_row, high = std::max(largest_row, std::min<size_t>(total_tokens, size_t{1} << 20));
+  if (!fits(low)) {
+    engine.plan(shape_for(low));  // throws when even one row's cache does not fit, saying why
+    return shape_for(low);        // it fits in several sweeps
   }
+  while (low < high) {
+    const size_t middle = low + (high - low + 1) / 2;
+    if (fits(middle)) low = middle;
+    else high = middle - 1;
+  }
+  return shape_for(low);
 }
 
 }  // namespace
