@@ -57,6 +57,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_fixtures import dump  # noqa: E402  (same JSON layout as tests/fixtures/goldens.json)
 
+# The conversion itself (tensor names, q/k permutation, llama.* keys, the vocabulary keys) is
+# shared with bench/hf_to_gguf.py, the streaming converter for large checkpoints.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+from hf_to_gguf import LAYER_TENSORS, add_llama_metadata, add_spm_vocab, permute, tensor_data  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(REPO, "tests", "fixtures")
 OUT = os.path.join(FIXTURES, "gguf_models")
@@ -74,30 +79,8 @@ FILES = [
 ]
 EXACT = {"mha-f32.gguf", "gqa-f16.gguf"}  # lossless conversions: must match the source goldens
 
-LAYER_TENSORS = [  # HF name -> GGUF name, in the order of the HF checkpoint
-    ("input_layernorm", "attn_norm"),
-    ("mlp.down_proj", "ffn_down"),
-    ("mlp.gate_proj", "ffn_gate"),
-    ("mlp.up_proj", "ffn_up"),
-    ("post_attention_layernorm", "ffn_norm"),
-    ("self_attn.k_proj", "attn_k"),
-    ("self_attn.o_proj", "attn_output"),
-    ("self_attn.q_proj", "attn_q"),
-    ("self_attn.v_proj", "attn_v"),
-]
-
-
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
-
-
-def permute(weights, n_head, n_head_kv):
-    """llama.cpp convert_hf_to_gguf.py LlamaModel.permute."""
-    if n_head_kv is not None and n_head != n_head_kv:
-        n_head = n_head_kv
-    return (weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
-            .swapaxes(1, 2)
-            .reshape(weights.shape))
 
 
 def vocabulary(n):
@@ -113,15 +96,6 @@ def vocabulary(n):
     return pieces, scores, [int(t) for t in types]
 
 
-def tensor_data(array, qtype):
-    """(data, raw_dtype) for GGUFWriter.add_tensor: numpy float32/float16, or quantized bytes."""
-    if qtype == QT.F32:
-        return array.astype(np.float32), None
-    if qtype == QT.F16:
-        return array.astype(np.float16), None
-    return gguf.quants.quantize(array.astype(np.float32), qtype), qtype
-
-
 def convert(name, source, qtype, file_type, output_type):
     src = os.path.join(FIXTURES, source)
     with open(os.path.join(src, "config.json")) as f:
@@ -131,36 +105,13 @@ def convert(name, source, qtype, file_type, output_type):
     assert not cfg["attention_bias"] and not cfg["mlp_bias"]
     tensors = load_file(os.path.join(src, "model.safetensors"))
     n_head, n_kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
-    hidden, vocab = cfg["hidden_size"], cfg["vocab_size"]
+    vocab = cfg["vocab_size"]
 
     path = os.path.join(OUT, name)
     w = gguf.GGUFWriter(path, arch="llama")
-    w.add_type(gguf.GGUFType.MODEL)
-    w.add_name(f"layerwise {source}")
-    w.add_context_length(cfg["max_position_embeddings"])
-    w.add_embedding_length(hidden)
-    w.add_block_count(cfg["num_hidden_layers"])
-    w.add_feed_forward_length(cfg["intermediate_size"])
-    w.add_head_count(n_head)
-    w.add_head_count_kv(n_kv)
-    w.add_rope_freq_base(cfg["rope_theta"])
-    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
-    w.add_file_type(file_type)
-    w.add_vocab_size(vocab)
-    w.add_rope_dimension_count(hidden // n_head)
-    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-
+    add_llama_metadata(w, cfg, file_type, f"layerwise {source}")
     pieces, scores, types = vocabulary(vocab)
-    w.add_tokenizer_model("llama")
-    w.add_tokenizer_pre("default")
-    w.add_token_list(pieces)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
-    w.add_bos_token_id(cfg["bos_token_id"])
-    w.add_eos_token_id(cfg["eos_token_id"])
-    w.add_unk_token_id(0)
-    w.add_add_bos_token(True)
-    w.add_add_eos_token(False)
+    add_spm_vocab(w, pieces, scores, types, bos=cfg["bos_token_id"], eos=cfg["eos_token_id"], unk=0, add_bos=True)
 
     def add(gguf_name, hf_name, transform=None, as_type=None):
         t = tensors.pop(hf_name).astype(np.float32)  # f16 values are exact in float32
