@@ -176,6 +176,23 @@ TEST_P(Kernels, MatmulMatchesDoublePrecision) {
   }
 }
 
+TEST_P(Kernels, MatmulResultsDoNotDependOnHowTokensAreGrouped) {
+  // A streamed prefill is cut into sweeps of any size: a token's products must come out
+  // bit-identical whether it passes alone, in a group of four or in a remainder.
+  const DType dtype = GetParam();
+  const int tokens = 7, rows = 9, cols = 83;
+  auto backend = make_cpu_backend(2);
+  std::vector<float> x = random_values(static_cast<size_t>(tokens * cols), 4), w = random_values(static_cast<size_t>(rows * cols), 5);
+  std::vector<char> stored(static_cast<size_t>(rows * cols) * dtype_size(dtype));
+  convert(w.data(), DType::F32, stored.data(), dtype, w.size());
+  const WeightView weights{stored.data(), dtype, rows, cols};
+  std::vector<float> together(static_cast<size_t>(tokens * rows)), grouped(together.size());
+  backend->matmul(together.data(), x.data(), tokens, weights, nullptr);
+  for (const auto& [first, count] : {std::pair{0, 1}, std::pair{1, 5}, std::pair{6, 1}})
+    backend->matmul(grouped.data() + first * rows, x.data() + first * cols, count, weights, nullptr);
+  EXPECT_EQ(grouped, together);
+}
+
 TEST_P(Kernels, Bf16MatmulMatchesDoublePrecisionOfRoundedInputs) {
   // Compute dtype BF16: from 16 tokens on, AMX tiles (where the CPU has them) multiply
   // bfloat16-rounded activations and weights, accumulating in float32. Awkward sizes: token

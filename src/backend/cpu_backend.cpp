@@ -126,10 +126,42 @@ __attribute__((target("avx512f"))) void dot4_half_avx512(const float* x, const u
     s2 = _mm512_fmadd_ps(xv, load16_as_f32<kType>(w[2] + i), s2);
     s3 = _mm512_fmadd_ps(xv, load16_as_f32<kType>(w[3] + i), s3);
   }
-  out[0] = sum16(s0), out[1] = sum16(s1), out[2] = sum16(s2), out[3] = sum16(s3);
+  const __m512 sums[4] = {s0, s1, s2, s3};
   const auto widen = kType == DType::F16 ? f16_to_f32 : bf16_to_f32;
-  for (; i < n; i++)
-    for (int r = 0; r < 4; r++) out[r] += x[i] * widen(w[r][i]);
+  for (int r = 0; r < 4; r++) {
+    float sum = sum16(sums[r]);
+    for (int64_t j = i; j < n; j++) sum += x[j] * widen(w[r][j]);
+    out[r] = sum;
+  }
+}
+
+// Four tokens against four rows already converted to float32 (prefill: each row converted once
+// per product, not once per token). Each output is accumulated exactly as dot4_half_avx512
+// accumulates it (16 lanes, the same FMA order, sum16, then the tail; the conversion is exact),
+// so a token's result does not depend on how the tokens of a pass are grouped.
+__attribute__((target("avx512f"))) void dot4x4_converted_avx512(const float* const* x, const float* const* w, int64_t n,
+                                                                float* out) {
+  __m512 s[4][4];
+  for (auto& row : s)
+    for (auto& lane : row) lane = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 w0 = _mm512_loadu_ps(w[0] + i), w1 = _mm512_loadu_ps(w[1] + i), w2 = _mm512_loadu_ps(w[2] + i),
+                 w3 = _mm512_loadu_ps(w[3] + i);
+    for (int t = 0; t < 4; t++) {
+      const __m512 xv = _mm512_loadu_ps(x[t] + i);
+      s[t][0] = _mm512_fmadd_ps(xv, w0, s[t][0]);
+      s[t][1] = _mm512_fmadd_ps(xv, w1, s[t][1]);
+      s[t][2] = _mm512_fmadd_ps(xv, w2, s[t][2]);
+      s[t][3] = _mm512_fmadd_ps(xv, w3, s[t][3]);
+    }
+  }
+  for (int t = 0; t < 4; t++)
+    for (int r = 0; r < 4; r++) {
+      float sum = sum16(s[t][r]);
+      for (int64_t j = i; j < n; j++) sum += x[t][j] * w[r][j];
+      out[t * 4 + r] = sum;
+    }
 }
 
 const bool kHasAvx512 = __builtin_cpu_supports("avx512f");
@@ -185,13 +217,25 @@ class CpuBackend final : public Backend {
       for (int64_t block = first; block < last; block++) {
         const int64_t r0 = block * 4, count = std::min<int64_t>(4, rows - r0);
 #if defined(__x86_64__)
-        if (tokens < 4 && w.dtype != DType::F32 && kHasAvx512) {
+        if (w.dtype != DType::F32 && kHasAvx512) {  // F16/BF16 rows converted in registers
           const uint16_t* half_rows[4];
           for (int64_t i = 0; i < 4; i++)
             half_rows[i] = static_cast<const uint16_t*>(w.data) + (r0 + std::min(i, count - 1)) * cols;
-          for (int t = 0; t < tokens; t++) {
+          const bool f16 = w.dtype == DType::F16;
+          int t = 0;
+          const float* converted[4] = {};
+          if (tokens >= 4)
+            for (int64_t i = 0; i < 4; i++) converted[i] = row_as_f32(w, r0 + std::min(i, count - 1), scratch.data() + i * cols);
+          for (; t + 4 <= tokens; t += 4) {
+            float out[16];
+            const float* xs[4] = {x + t * cols, x + (t + 1) * cols, x + (t + 2) * cols, x + (t + 3) * cols};
+            dot4x4_converted_avx512(xs, converted, cols, out);
+            for (int j = 0; j < 4; j++)
+              for (int64_t i = 0; i < count; i++) y[(t + j) * rows + r0 + i] = out[j * 4 + i] + (bias ? bias_f32[r0 + i] : 0.0f);
+          }
+          for (; t < tokens; t++) {
             float out[4];
-            if (w.dtype == DType::F16) dot4_half_avx512<DType::F16>(x + t * cols, half_rows, cols, out);
+            if (f16) dot4_half_avx512<DType::F16>(x + t * cols, half_rows, cols, out);
             else dot4_half_avx512<DType::BF16>(x + t * cols, half_rows, cols, out);
             for (int64_t i = 0; i < count; i++) y[t * rows + r0 + i] = out[i] + (bias ? bias_f32[r0 + i] : 0.0f);
           }
