@@ -35,7 +35,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from stream_bench import (ROOT, BenchError, checkpoint_bytes, describe_machine, fmt_seconds, fmt_size,  # noqa: E402
-                          indent, known_shapes, parse_engine_size, parse_size, print_table,
+                          indent, known_shapes, make_workdir, parse_engine_size, parse_size, print_table,
                           reset_own_peak_rss, run_tool, say)
 
 LLAMA_BUILD_SCRIPT = os.path.join(ROOT, "bench", "build_llama_cpp.sh")
@@ -422,15 +422,7 @@ def main():
         if not os.access(tool, os.X_OK):
             raise BenchError("%s not found; build first (scripts/setup.sh) or pass --build-dir" % tool)
 
-    created_workdir = False
-    if args.workdir:
-        workdir = os.path.abspath(args.workdir)
-        if not os.path.isdir(workdir):
-            os.makedirs(workdir)
-            created_workdir = True
-    else:
-        workdir = tempfile.mkdtemp(prefix="layerwise-score-bench-", dir="/tmp")
-        created_workdir = True
+    workdir, created_workdir = make_workdir(args.workdir, "layerwise-score-bench-")
     scratch = os.path.join(workdir, "score-bench")
     results = {"args": vars(args), "runs": {}}
     cgroup = None

@@ -530,6 +530,18 @@ def reset_own_peak_rss():
     return proc_status_bytes("VmHWM")
 
 
+def make_workdir(requested, prefix):
+    """The scratch folder: --workdir (made if missing) or a new one under /tmp. Returns it and
+    whether this run created it (and so may delete it)."""
+    if requested:
+        workdir = os.path.abspath(requested)
+        if os.path.isdir(workdir):
+            return workdir, False
+        os.makedirs(workdir)
+        return workdir, True
+    return tempfile.mkdtemp(prefix=prefix, dir="/tmp"), True
+
+
 def run_engine(name, command):
     """Runs one generate in a fresh process; its own peak RSS comes from wait4() on its pid (it
     cannot read below this script's own peak RSS at the time of the spawn, kept as the floor)."""
@@ -732,15 +744,7 @@ def main():
             raise BenchError("%s not found; build first: cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && "
                              "cmake --build build -j2 (or pass --build-dir)" % tool)
 
-    created_workdir = False
-    if args.workdir:
-        workdir = os.path.abspath(args.workdir)
-        if not os.path.isdir(workdir):
-            os.makedirs(workdir)
-            created_workdir = True
-    else:
-        workdir = tempfile.mkdtemp(prefix="layerwise-bench-", dir="/tmp")
-        created_workdir = True
+    workdir, created_workdir = make_workdir(args.workdir, "layerwise-bench-")
     hf_dir, split_dir, bin_dir = (os.path.join(workdir, name) for name in ("hf", "split", "bin"))
     created = []
     results = {"args": vars(args), "runs": []}

@@ -62,7 +62,8 @@ int run_detokenize(const std::string& model, const std::string& ids, bool skip_s
 // Shared helpers
 uint64_t memory_option(const std::string& text);
 EngineOptions engine_options(const RunOptions& run);
-std::string compute_description(const Engine& engine);  // "bf16 matrix products (AMX ...)"
+std::string compute_description(const Engine& engine);
+void print_memory_stats(const Engine& engine);  // "memory    budget ...; plan ...; peak RSS ..." on stderr  // "bf16 matrix products (AMX ...)"
 std::vector<int> parse_ids(const std::string& text, const std::string& where);
 
 }  // namespace lw::cli

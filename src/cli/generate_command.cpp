@@ -40,6 +40,15 @@ std::string seconds_text(double seconds) {
   return text;
 }
 
+}  // namespace
+
+void print_memory_stats(const Engine& engine) {
+  std::fprintf(stderr, "memory    budget %s; plan %s; peak RSS %s\n", format_size(engine.budget_bytes()).c_str(),
+               format_size(engine.active_plan().total_bytes()).c_str(), format_size(engine.stats().peak_rss_bytes).c_str());
+}
+
+namespace {
+
 void print_run_stats(const Engine& engine, double load_seconds, double prefill_seconds, int prompt_tokens,
                      double decode_seconds, int decode_tokens) {
   const EngineStats stats = engine.stats();
@@ -55,8 +64,7 @@ void print_run_stats(const Engine& engine, double load_seconds, double prefill_s
                seconds_text(stream.read_seconds).c_str(),
                stream.read_seconds > 0 ? static_cast<double>(stream.bytes_read) / stream.read_seconds / 1e9 : 0.0,
                seconds_text(stream.wait_seconds).c_str(), hidden);
-  std::fprintf(stderr, "memory    budget %s; plan %s; peak RSS %s\n", format_size(engine.budget_bytes()).c_str(),
-               format_size(engine.active_plan().total_bytes()).c_str(), format_size(stats.peak_rss_bytes).c_str());
+  print_memory_stats(engine);
   std::fprintf(stderr, "compute   %s\n", compute_description(engine).c_str());
 }
 

@@ -176,8 +176,7 @@ void print_stream_stats(const Engine& engine, double seconds) {
   std::fprintf(stderr, "sweeps    %d in %.3f s; layer loads %llu; read %s in %.3f s; waited for reads %.3f s\n", stats.sweeps,
                seconds, static_cast<unsigned long long>(stats.stream.unit_loads), format_size(stats.stream.bytes_read).c_str(),
                stats.stream.read_seconds, stats.stream.wait_seconds);
-  std::fprintf(stderr, "memory    budget %s; plan %s; peak RSS %s\n", format_size(engine.budget_bytes()).c_str(),
-               format_size(engine.active_plan().total_bytes()).c_str(), format_size(stats.peak_rss_bytes).c_str());
+  print_memory_stats(engine);
 }
 
 }  // namespace
