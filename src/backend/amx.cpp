@@ -25,7 +25,6 @@ namespace {
 constexpr int kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
 
 bool detect_amx() {
-  if (std::getenv("LAYERWISE_NO_AMX")) return false;
   unsigned a, b, c, d;
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
   const bool amx_bf16 = d & (1u << 22), amx_tile = d & (1u << 24), avx512_bf16 = __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5));

@@ -9,7 +9,7 @@
 namespace lw {
 
 // The CPU has AMX-BF16 and the kernel let this process use tile data (arch_prctl
-// ARCH_REQ_XCOMP_PERM, asked once). False everywhere else, and when LAYERWISE_NO_AMX is set.
+// ARCH_REQ_XCOMP_PERM, asked once). False everywhere else.
 bool amx_available();
 
 // Activations for amx_matmul_block: x [tokens, cols] rounded to BF16 (nearest even) into out,

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "format/dtype.h"
 
@@ -56,6 +57,8 @@ class Backend {
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
   virtual int threads() const = 0;
+  // Which of the backend's kernel sets runs (the CPU backend: "portable", "avx2", "avx512", "amx").
+  virtual const char* kernel_set() const = 0;
 
   // Activation memory, owned by the backend (host memory for the CPU backend).
   virtual float* allocate(size_t floats) = 0;
@@ -88,7 +91,9 @@ class Backend {
   virtual void add(float* y, const float* x, size_t n) = 0;
 };
 
-// threads <= 0: all cores.
-std::unique_ptr<Backend> make_cpu_backend(int threads);
+// threads <= 0: all cores. kernels: "" for the best level the CPU offers (LAYERWISE_CPU=<level>
+// in the environment caps it), or one of "portable", "avx2", "avx512", "amx" (fails when the CPU
+// lacks it): every level computes the same operations, so tests run each.
+std::unique_ptr<Backend> make_cpu_backend(int threads, const std::string& kernels = "");
 
 }  // namespace lw

@@ -1,181 +1,89 @@
-// The CPU backend: a thread pool across cores, inner loops vectorised by the compiler for the
-// best instruction set the CPU offers (function clones chosen at load time).
+// The CPU backend: a thread pool across cores running the kernels of the best instruction-set
+// level the CPU offers (cpu_kernels.h), and AMX tiles for BF16 products of many tokens (amx.h).
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <limits>
+#include <optional>
+#include <string>
+#include <utility>
 #include <vector>
-
-#if defined(__x86_64__)
-#include <cpuid.h>
-#include <immintrin.h>
-#define LW_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define LW_CLONES
-#endif
 
 #include "backend/amx.h"
 #include "backend/backend.h"
+#include "backend/cpu_kernels.h"
 #include "backend/thread_pool.h"
 #include "common/error.h"
 
 namespace lw {
+namespace cpu {
+
+extern const Kernels kPortableKernels;
+#if defined(__x86_64__)
+extern const Kernels kAvx2Kernels, kAvx512Kernels;
+#endif
+
+const char* level_name(Level level) {
+  switch (level) {
+    case Level::Portable: return "portable";
+    case Level::Avx2: return "avx2";
+    case Level::Avx512: return "avx512";
+    case Level::Amx: return "amx";
+  }
+  return "?";
+}
+
+std::optional<Level> parse_level(const std::string& name) {
+  for (Level level : {Level::Portable, Level::Avx2, Level::Avx512, Level::Amx})
+    if (name == level_name(level)) return level;
+  return std::nullopt;
+}
+
 namespace {
 
-LW_CLONES float dot(const float* a, const float* b, int64_t n) {
-  float sum = 0;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < n; i++) sum += a[i] * b[i];
-  return sum;
-}
-
-// Four dot products sharing one pass over x: x is loaded once for four weight rows.
-LW_CLONES void dot4(const float* x, const float* w0, const float* w1, const float* w2, const float* w3, int64_t n,
-                    float* out) {
-  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-#pragma omp simd reduction(+ : s0, s1, s2, s3)
-  for (int64_t i = 0; i < n; i++) {
-    s0 += x[i] * w0[i];
-    s1 += x[i] * w1[i];
-    s2 += x[i] * w2[i];
-    s3 += x[i] * w3[i];
-  }
-  out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
-}
-
-// Sixteen dot products: four tokens against four weight rows, each load feeding four FMAs.
-LW_CLONES void dot4x4(const float* x0, const float* x1, const float* x2, const float* x3, const float* const* w, int64_t n,
-                      float* out) {
-  const float *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
-  float s00 = 0, s01 = 0, s02 = 0, s03 = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0;
-  float s20 = 0, s21 = 0, s22 = 0, s23 = 0, s30 = 0, s31 = 0, s32 = 0, s33 = 0;
-#pragma omp simd reduction(+ : s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33)
-  for (int64_t i = 0; i < n; i++) {
-    s00 += x0[i] * w0[i], s01 += x0[i] * w1[i], s02 += x0[i] * w2[i], s03 += x0[i] * w3[i];
-    s10 += x1[i] * w0[i], s11 += x1[i] * w1[i], s12 += x1[i] * w2[i], s13 += x1[i] * w3[i];
-    s20 += x2[i] * w0[i], s21 += x2[i] * w1[i], s22 += x2[i] * w2[i], s23 += x2[i] * w3[i];
-    s30 += x3[i] * w0[i], s31 += x3[i] * w1[i], s32 += x3[i] * w2[i], s33 += x3[i] * w3[i];
-  }
-  const float sums[16] = {s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33};
-  for (int i = 0; i < 16; i++) out[i] = sums[i];
-}
-
-LW_CLONES void axpy(float* y, float a, const float* x, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
-}
-
-LW_CLONES void bf16_row_to_f32(const uint16_t* in, float* out, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; i++) {
-    uint32_t bits = static_cast<uint32_t>(in[i]) << 16;
-    std::memcpy(&out[i], &bits, 4);
-  }
-}
-
+Level best_level_of_this_cpu() {
 #if defined(__x86_64__)
-__attribute__((target("avx2,f16c"))) void f16_row_to_f32_f16c(const uint16_t* in, float* out, int64_t n) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i))));
-  for (; i < n; i++) out[i] = f16_to_f32(in[i]);
-}
-bool cpu_has_f16c_and_avx2() {
-  unsigned a, b, c, d;
-  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) && __builtin_cpu_supports("avx2");
-}
-const bool kHasF16c = cpu_has_f16c_and_avx2();
+  __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  if (avx512 && amx_available()) return Level::Amx;
+  if (avx512) return Level::Avx512;
+  if (avx2) return Level::Avx2;
 #endif
+  return Level::Portable;
+}
 
-void f16_row_to_f32(const uint16_t* in, float* out, int64_t n) {
+}  // namespace
+
+Level detect_level() {
+  static const Level best = best_level_of_this_cpu();
+  const char* cap = std::getenv("LAYERWISE_CPU");
+  if (!cap || !*cap) return best;
+  const std::optional<Level> requested = parse_level(cap);
+  if (!requested) fail(std::string("LAYERWISE_CPU=") + cap + ": unknown kernel level (portable, avx2, avx512 or amx)");
+  return std::min(best, *requested);
+}
+
+const Kernels& kernels(Level level) {
 #if defined(__x86_64__)
-  if (kHasF16c) return f16_row_to_f32_f16c(in, out, n);
+  if (level >= Level::Avx512) return kAvx512Kernels;
+  if (level == Level::Avx2) return kAvx2Kernels;
 #endif
-  for (int64_t i = 0; i < n; i++) out[i] = f16_to_f32(in[i]);
+  (void)level;
+  return kPortableKernels;
 }
 
-#if defined(__x86_64__)
-// Decode: four F16 or BF16 weight rows against one token, converted in registers (no scratch
-// row is written and read back, which halves the bytes a decode step moves through the caches).
-template <DType kType>
-__attribute__((target("avx512f"))) inline __m512 load16_as_f32(const uint16_t* p) {
-  const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  // Zero-masked forms: the plain intrinsics draw false "uninitialized" warnings from GCC 12.
-  if constexpr (kType == DType::F16) return _mm512_maskz_cvtph_ps(0xFFFF, bits);
-  else return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xFFFF, _mm512_maskz_cvtepu16_epi32(0xFFFF, bits), 16));
-}
+}  // namespace cpu
 
-// Horizontal sum (the intrinsic _mm512_reduce_add_ps draws a false GCC 12 warning).
-__attribute__((target("avx512f"))) inline float sum16(__m512 v) {
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, v);
-  float sum = 0;
-  for (float lane : lanes) sum += lane;
-  return sum;
-}
+namespace {
 
-template <DType kType>
-__attribute__((target("avx512f"))) void dot4_half_avx512(const float* x, const uint16_t* const* w, int64_t n, float* out) {
-  __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const __m512 xv = _mm512_loadu_ps(x + i);
-    s0 = _mm512_fmadd_ps(xv, load16_as_f32<kType>(w[0] + i), s0);
-    s1 = _mm512_fmadd_ps(xv, load16_as_f32<kType>(w[1] + i), s1);
-    s2 = _mm512_fmadd_ps(xv, load16_as_f32<kType>(w[2] + i), s2);
-    s3 = _mm512_fmadd_ps(xv, load16_as_f32<kType>(w[3] + i), s3);
-  }
-  const __m512 sums[4] = {s0, s1, s2, s3};
-  const auto widen = kType == DType::F16 ? f16_to_f32 : bf16_to_f32;
-  for (int r = 0; r < 4; r++) {
-    float sum = sum16(sums[r]);
-    for (int64_t j = i; j < n; j++) sum += x[j] * widen(w[r][j]);
-    out[r] = sum;
-  }
-}
-
-// Four tokens against four rows already converted to float32 (prefill: each row converted once
-// per product, not once per token). Each output is accumulated exactly as dot4_half_avx512
-// accumulates it (16 lanes, the same FMA order, sum16, then the tail; the conversion is exact),
-// so a token's result does not depend on how the tokens of a pass are grouped.
-__attribute__((target("avx512f"))) void dot4x4_converted_avx512(const float* const* x, const float* const* w, int64_t n,
-                                                                float* out) {
-  __m512 s[4][4];
-  for (auto& row : s)
-    for (auto& lane : row) lane = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const __m512 w0 = _mm512_loadu_ps(w[0] + i), w1 = _mm512_loadu_ps(w[1] + i), w2 = _mm512_loadu_ps(w[2] + i),
-                 w3 = _mm512_loadu_ps(w[3] + i);
-    for (int t = 0; t < 4; t++) {
-      const __m512 xv = _mm512_loadu_ps(x[t] + i);
-      s[t][0] = _mm512_fmadd_ps(xv, w0, s[t][0]);
-      s[t][1] = _mm512_fmadd_ps(xv, w1, s[t][1]);
-      s[t][2] = _mm512_fmadd_ps(xv, w2, s[t][2]);
-      s[t][3] = _mm512_fmadd_ps(xv, w3, s[t][3]);
-    }
-  }
-  for (int t = 0; t < 4; t++)
-    for (int r = 0; r < 4; r++) {
-      float sum = sum16(s[t][r]);
-      for (int64_t j = i; j < n; j++) sum += x[t][j] * w[r][j];
-      out[t * 4 + r] = sum;
-    }
-}
-
-const bool kHasAvx512 = __builtin_cpu_supports("avx512f");
-#endif
-
-// A pointer to row r of w as float32: the row itself, or a conversion into `scratch`.
-const float* row_as_f32(const WeightView& w, int64_t r, float* scratch) {
+// A pointer to row r of w as float32: the row itself, or its conversion into `scratch`.
+const float* row_as_f32(const cpu::Kernels& kernels, const WeightView& w, int64_t r, float* scratch) {
   const char* base = static_cast<const char*>(w.data) + static_cast<size_t>(r * w.cols) * dtype_size(w.dtype);
-  switch (w.dtype) {
-    case DType::F32: return reinterpret_cast<const float*>(base);
-    case DType::F16: f16_row_to_f32(reinterpret_cast<const uint16_t*>(base), scratch, w.cols); return scratch;
-    case DType::BF16: bf16_row_to_f32(reinterpret_cast<const uint16_t*>(base), scratch, w.cols); return scratch;
-  }
-  return nullptr;
+  if (w.dtype == DType::F32) return reinterpret_cast<const float*>(base);
+  kernels.half_to_f32(reinterpret_cast<const uint16_t*>(base), w.dtype == DType::F16, scratch, w.cols);
+  return scratch;
 }
 
 std::vector<float> vector_as_f32(const WeightView& w) {
@@ -186,15 +94,18 @@ std::vector<float> vector_as_f32(const WeightView& w) {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int threads)
+  CpuBackend(int threads, cpu::Level level)
       : pool_(threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))),
+        level_(level),
+        kernels_(cpu::kernels(level)),
         scratch_(static_cast<size_t>(pool_.size())) {}
 
   const char* name() const override { return "cpu"; }
   int threads() const override { return pool_.size(); }
+  const char* kernel_set() const override { return cpu::level_name(level_); }
   void set_compute_dtype(DType dtype) override { compute_ = dtype; }
   DType compute_dtype() const override { return compute_; }
-  const char* matrix_units() const override { return amx_available() ? "amx" : ""; }
+  const char* matrix_units() const override { return level_ == cpu::Level::Amx ? "amx" : ""; }
 
   float* allocate(size_t floats) override {
     size_t bytes = (std::max<size_t>(floats, 1) * sizeof(float) + 63) / 64 * 64;
@@ -208,53 +119,38 @@ class CpuBackend final : public Backend {
   void matmul(float* y, const float* x, int tokens, const WeightView& w, const WeightView* bias) override {
     const int64_t rows = w.rows, cols = w.cols;
     std::vector<float> bias_f32 = bias ? vector_as_f32(*bias) : std::vector<float>();
-    if (compute_ == DType::BF16 && tokens >= kAmxMinTokens && amx_available())
+    if (compute_ == DType::BF16 && tokens >= kAmxMinTokens && level_ == cpu::Level::Amx)
       return matmul_amx(y, x, tokens, w, bias ? bias_f32.data() : nullptr);
-    const int64_t blocks = (rows + 3) / 4;
-    pool_.parallel_for(blocks, [&](int64_t first, int64_t last, int thread) {
+    const bool half = w.dtype != DType::F32, f16 = w.dtype == DType::F16;
+    pool_.parallel_for((rows + 3) / 4, [&](int64_t first, int64_t last, int thread) {
       std::vector<float>& scratch = scratch_[static_cast<size_t>(thread)];
       if (scratch.size() < static_cast<size_t>(4 * cols)) scratch.resize(static_cast<size_t>(4 * cols));
       for (int64_t block = first; block < last; block++) {
         const int64_t r0 = block * 4, count = std::min<int64_t>(4, rows - r0);
-#if defined(__x86_64__)
-        if (w.dtype != DType::F32 && kHasAvx512) {  // F16/BF16 rows converted in registers
-          const uint16_t* half_rows[4];
-          for (int64_t i = 0; i < 4; i++)
-            half_rows[i] = static_cast<const uint16_t*>(w.data) + (r0 + std::min(i, count - 1)) * cols;
-          const bool f16 = w.dtype == DType::F16;
-          int t = 0;
-          const float* converted[4] = {};
-          if (tokens >= 4)
-            for (int64_t i = 0; i < 4; i++) converted[i] = row_as_f32(w, r0 + std::min(i, count - 1), scratch.data() + i * cols);
-          for (; t + 4 <= tokens; t += 4) {
-            float out[16];
-            const float* xs[4] = {x + t * cols, x + (t + 1) * cols, x + (t + 2) * cols, x + (t + 3) * cols};
-            dot4x4_converted_avx512(xs, converted, cols, out);
-            for (int j = 0; j < 4; j++)
-              for (int64_t i = 0; i < count; i++) y[(t + j) * rows + r0 + i] = out[j * 4 + i] + (bias ? bias_f32[r0 + i] : 0.0f);
-          }
-          for (; t < tokens; t++) {
-            float out[4];
-            if (f16) dot4_half_avx512<DType::F16>(x + t * cols, half_rows, cols, out);
-            else dot4_half_avx512<DType::BF16>(x + t * cols, half_rows, cols, out);
-            for (int64_t i = 0; i < count; i++) y[t * rows + r0 + i] = out[i] + (bias ? bias_f32[r0 + i] : 0.0f);
-          }
-          continue;
-        }
-#endif
-        const float* row[4];
-        for (int64_t i = 0; i < 4; i++) row[i] = row_as_f32(w, r0 + std::min(i, count - 1), scratch.data() + i * cols);
+        auto store = [&](int t, const float* out) {
+          for (int64_t i = 0; i < count; i++) y[t * rows + r0 + i] = out[i] + (bias ? bias_f32[r0 + i] : 0.0f);
+        };
+        // Groups of four tokens use rows widened to float32 once; the rest read half rows directly.
+        const float* row[4] = {};
+        if (!half || tokens >= 4)
+          for (int64_t i = 0; i < 4; i++) row[i] = row_as_f32(kernels_, w, r0 + std::min(i, count - 1), scratch.data() + i * cols);
         int t = 0;
         for (; t + 4 <= tokens; t += 4) {
           float out[16];
-          dot4x4(x + t * cols, x + (t + 1) * cols, x + (t + 2) * cols, x + (t + 3) * cols, row, cols, out);
-          for (int j = 0; j < 4; j++)
-            for (int64_t i = 0; i < count; i++) y[(t + j) * rows + r0 + i] = out[j * 4 + i] + (bias ? bias_f32[r0 + i] : 0.0f);
+          const float* xs[4] = {x + t * cols, x + (t + 1) * cols, x + (t + 2) * cols, x + (t + 3) * cols};
+          kernels_.dot4x4(xs, row, cols, out);
+          for (int j = 0; j < 4; j++) store(t + j, out + j * 4);
         }
         for (; t < tokens; t++) {
           float out[4];
-          dot4(x + t * cols, row[0], row[1], row[2], row[3], cols, out);
-          for (int64_t i = 0; i < count; i++) y[t * rows + r0 + i] = out[i] + (bias ? bias_f32[r0 + i] : 0.0f);
+          if (half) {
+            const uint16_t* half_rows[4];
+            for (int64_t i = 0; i < 4; i++) half_rows[i] = static_cast<const uint16_t*>(w.data) + (r0 + std::min(i, count - 1)) * cols;
+            kernels_.dot4_half(x + t * cols, half_rows, cols, f16, out);
+          } else {
+            kernels_.dot4(x + t * cols, row, cols, out);
+          }
+          store(t, out);
         }
       }
     });
@@ -264,13 +160,7 @@ class CpuBackend final : public Backend {
     const int64_t dim = weight.cols * weight.rows;
     std::vector<float> gain = vector_as_f32(weight);
     pool_.parallel_for(tokens, [&](int64_t first, int64_t last, int) {
-      for (int64_t t = first; t < last; t++) {
-        const float* in = x + t * dim;
-        float* out = y + t * dim;
-        float mean_square = dot(in, in, dim) / static_cast<float>(dim);
-        float scale = 1.0f / std::sqrt(mean_square + eps);
-        for (int64_t i = 0; i < dim; i++) out[i] = gain[i] * (in[i] * scale);
-      }
+      for (int64_t t = first; t < last; t++) kernels_.rmsnorm(y + t * dim, x + t * dim, gain.data(), dim, eps);
     });
   }
 
@@ -305,48 +195,54 @@ class CpuBackend final : public Backend {
     }
   }
 
+  // Work items: one kv head x a run of up to kAttentionRun consecutive tokens of one sequence,
+  // with all the query heads that share that kv head (grouped-query attention), so each key
+  // tile is loaded once for all of them.
   void attention(float* out, const float* q, const KvLayer& cache, const TokenPlacement& placement, int heads,
                  int kv_heads, int head_dim) override {
-    constexpr int kTile = 64;
+    constexpr int kAttentionRun = 16;
     const int group = heads / kv_heads;
+    std::vector<std::pair<int, int>> runs;  // [first token, end)
+    for (int t = 0; t < placement.count;) {
+      int end = t + 1;
+      while (end < placement.count && end - t < kAttentionRun && placement.sequences[end] == placement.sequences[t]) end++;
+      runs.push_back({t, end});
+      t = end;
+    }
     const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-    const int64_t tasks = static_cast<int64_t>(placement.count) * heads;
-    pool_.parallel_for(tasks, [&](int64_t first, int64_t last, int) {
-      std::vector<float> scores(kTile), accumulator(static_cast<size_t>(head_dim));
+    pool_.parallel_for(static_cast<int64_t>(runs.size()) * kv_heads, [&](int64_t first, int64_t last, int thread) {
+      AttentionScratch& scratch = attention_scratch_[static_cast<size_t>(thread)];
       for (int64_t task = first; task < last; task++) {
-        const int t = static_cast<int>(task / heads), h = static_cast<int>(task % heads);
-        const float* query = q + (static_cast<int64_t>(t) * heads + h) * head_dim;
-        const int sequence = placement.sequences[t], length = placement.positions[t] + 1;
-        const size_t head_offset = static_cast<size_t>(h / group) * head_dim;
-        float running_max = -std::numeric_limits<float>::infinity(), running_sum = 0;
-        std::fill(accumulator.begin(), accumulator.end(), 0.0f);
-        for (int start = 0; start < length; start += kTile) {
-          const int count = std::min(kTile, length - start);
-          float tile_max = -std::numeric_limits<float>::infinity();
-          for (int j = 0; j < count; j++) {
-            scores[j] = dot(query, cache.k + cache.at(sequence, start + j) + head_offset, head_dim) * scale;
-            tile_max = std::max(tile_max, scores[j]);
+        const auto [begin, end] = runs[static_cast<size_t>(task / kv_heads)];
+        const int kv_head = static_cast<int>(task % kv_heads), sequence = placement.sequences[begin];
+        const int count = (end - begin) * group;
+        scratch.queries.clear(), scratch.outputs.clear(), scratch.lengths.clear(), scratch.keys.clear(), scratch.values.clear();
+        int longest = 0;
+        for (int t = begin; t < end; t++)
+          for (int h = kv_head * group; h < (kv_head + 1) * group; h++) {
+            const int64_t at = (static_cast<int64_t>(t) * heads + h) * head_dim;
+            scratch.queries.push_back(q + at);
+            scratch.outputs.push_back(out + at);
+            scratch.lengths.push_back(placement.positions[t] + 1);
+            longest = std::max(longest, placement.positions[t] + 1);
           }
-          const float new_max = std::max(running_max, tile_max);
-          const float correction = std::exp(running_max - new_max);  // 0 on the first tile
-          running_sum *= correction;
-          for (int d = 0; d < head_dim; d++) accumulator[d] *= correction;
-          for (int j = 0; j < count; j++) {
-            const float weight = std::exp(scores[j] - new_max);
-            running_sum += weight;
-            axpy(accumulator.data(), weight, cache.v + cache.at(sequence, start + j) + head_offset, head_dim);
-          }
-          running_max = new_max;
+        const size_t head_offset = static_cast<size_t>(kv_head) * head_dim;
+        for (int p = 0; p < longest; p++) {
+          const size_t at = cache.at(sequence, p) + head_offset;
+          scratch.keys.push_back(cache.k + at);
+          scratch.values.push_back(cache.v + at);
         }
-        float* result = out + (static_cast<int64_t>(t) * heads + h) * head_dim;
-        for (int d = 0; d < head_dim; d++) result[d] = accumulator[d] / running_sum;
+        scratch.floats.resize(static_cast<size_t>(cpu::attention_scratch_floats(count, head_dim)));
+        const cpu::AttentionWork work{count, head_dim, scale, scratch.queries.data(), scratch.outputs.data(),
+                                      scratch.lengths.data(), scratch.keys.data(), scratch.values.data()};
+        kernels_.attend(work, scratch.floats.data());
       }
     });
   }
 
   void swiglu(float* gate, const float* up, size_t n) override {
     pool_.parallel_for(static_cast<int64_t>(n), [&](int64_t first, int64_t last, int) {
-      for (int64_t i = first; i < last; i++) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+      kernels_.swiglu(gate + first, up + first, last - first);
     }, 4096);
   }
 
@@ -373,15 +269,34 @@ class CpuBackend final : public Backend {
     });
   }
 
+  struct AttentionScratch {
+    std::vector<const float*> queries, keys, values;
+    std::vector<float*> outputs;
+    std::vector<int> lengths;
+    std::vector<float> floats;
+  };
+
   ThreadPool pool_;
+  cpu::Level level_;
+  const cpu::Kernels& kernels_;
   DType compute_ = DType::F32;
   std::vector<uint16_t> activations_bf16_;
   std::vector<std::vector<uint16_t>> packed_ = std::vector<std::vector<uint16_t>>(static_cast<size_t>(pool_.size()));
   std::vector<std::vector<float>> scratch_;  // per thread: weight rows converted to float32
+  std::vector<AttentionScratch> attention_scratch_ = std::vector<AttentionScratch>(static_cast<size_t>(pool_.size()));
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads); }
+std::unique_ptr<Backend> make_cpu_backend(int threads, const std::string& kernels) {
+  cpu::Level level = cpu::detect_level();
+  if (!kernels.empty()) {
+    const std::optional<cpu::Level> wanted = cpu::parse_level(kernels);
+    if (!wanted) fail("unknown CPU kernel level '" + kernels + "' (portable, avx2, avx512 or amx)");
+    if (*wanted > level) fail(std::string("this CPU cannot run the '") + kernels + "' kernels (the best it offers: " + cpu::level_name(level) + ")");
+    level = *wanted;
+  }
+  return std::make_unique<CpuBackend>(threads, level);
+}
 
 }  // namespace lw

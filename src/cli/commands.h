@@ -51,8 +51,16 @@ struct PerplexityArgs {
   int context = 0, stride = 0;
 };
 
+struct BenchArgs {
+  RunOptions run;
+  int prompt_tokens = 512, decode_tokens = 128, repeat = 5;
+  uint32_t seed = 1;
+  bool json = false;
+};
+
 int run_generate(const GenerateArgs& args);
 int run_score(const ScoreArgs& args);
+int run_bench(const BenchArgs& args);
 int run_perplexity(const PerplexityArgs& args);
 int run_chat(const ChatArgs& args);
 int run_info(const std::string& model, const std::string& max_memory, int context, int batch);
@@ -64,6 +72,7 @@ uint64_t memory_option(const std::string& text);
 EngineOptions engine_options(const RunOptions& run);
 std::string compute_description(const Engine& engine);
 void print_memory_stats(const Engine& engine);  // "memory    budget ...; plan ...; peak RSS ..." on stderr  // "bf16 matrix products (AMX ...)"
+std::string seconds_text(double seconds);  // "1.234 s"
 std::vector<int> parse_ids(const std::string& text, const std::string& where);
 
 }  // namespace lw::cli

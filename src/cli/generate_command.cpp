@@ -34,13 +34,13 @@ std::vector<std::vector<int>> read_lines(const std::string& path, const std::fun
   return prompts;
 }
 
+}  // namespace
+
 std::string seconds_text(double seconds) {
   char text[32];
   std::snprintf(text, sizeof text, "%.3f s", seconds);
   return text;
 }
-
-}  // namespace
 
 void print_memory_stats(const Engine& engine) {
   std::fprintf(stderr, "memory    budget %s; plan %s; peak RSS %s\n", format_size(engine.budget_bytes()).c_str(),

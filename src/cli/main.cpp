@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
   CLI::App app{"layerwise: run language models larger than memory by streaming them from disk one layer at a time"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "layerwise 0.1.0");
-  const std::vector<std::string> commands = {"generate", "chat", "score", "perplexity", "info", "split", "tokenize", "detokenize"};
+  const std::vector<std::string> commands = {"generate", "chat", "score", "perplexity", "bench", "info", "split", "tokenize", "detokenize"};
 
   GenerateArgs generate_args;
   auto* generate = app.add_subcommand("generate", "Continue a prompt (text, or token ids)");
@@ -85,6 +85,16 @@ int main(int argc, char** argv) {
   perplexity->add_option("--stride", perplexity_args.stride, "Tokens between window starts (default: half the window)")
       ->check(CLI::PositiveNumber);
 
+  BenchArgs bench_args;
+  auto* bench = app.add_subcommand("bench", "Prefill and decode speed on random token ids, measured as llama.cpp's llama-bench does");
+  add_run_options(bench, bench_args.run);
+  bench->add_option("--prompt", bench_args.prompt_tokens, "Prefill test: tokens in one pass (0: none)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  bench->add_option("--decode", bench_args.decode_tokens, "Decode test: tokens generated one per pass from an empty cache (0: none)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  bench->add_option("--repeat", bench_args.repeat, "Measured runs of each test, after one warm-up pass")->capture_default_str()->check(CLI::PositiveNumber);
+  bench->add_option("--seed", bench_args.seed, "Seed of the random token ids")->capture_default_str();
+  bench->add_flag("--json", bench_args.json, "Print one JSON object instead of a table");
+
   std::string info_model, info_memory;
   int info_context = 0, info_batch = 1;
   auto* info = app.add_subcommand("info", "Show a model's architecture, unit sizes and the memory plan for a budget");
@@ -123,7 +133,7 @@ int main(int argc, char** argv) {
 
   const std::string first = argc > 1 ? argv[1] : "";
   if (!first.empty() && first[0] != '-' && std::find(commands.begin(), commands.end(), first) == commands.end()) {
-    std::fprintf(stderr, "layerwise: error: unknown command '%s' (commands: generate, chat, score, perplexity, info, split, tokenize, detokenize; see --help)\n",
+    std::fprintf(stderr, "layerwise: error: unknown command '%s' (commands: generate, chat, score, perplexity, bench, info, split, tokenize, detokenize; see --help)\n",
                  argv[1]);
     return 2;
   }
@@ -141,6 +151,7 @@ int main(int argc, char** argv) {
     if (chat->parsed()) return run_chat(chat_args);
     if (score->parsed()) return run_score(score_args);
     if (perplexity->parsed()) return run_perplexity(perplexity_args);
+    if (bench->parsed()) return run_bench(bench_args);
     if (info->parsed()) return run_info(info_model, info_memory, info_context, info_batch);
     if (tokenize->parsed()) {
       if (tokenize_args.text.empty() && tokenize_args.file.empty()) lw::fail("tokenize needs a text or --file");

@@ -15,9 +15,10 @@ namespace lw::cli {
 uint64_t memory_option(const std::string& text) { return text.empty() ? 0 : parse_size(text); }
 
 std::string compute_description(const Engine& engine) {
-  if (engine.compute_dtype() != DType::BF16) return "f32 matrix products";
-  return *engine.matrix_units() ? "bf16 matrix products (AMX tiles when 16 tokens or more pass a layer)"
-                                : "bf16 requested, but this CPU has no AMX: f32 matrix products";
+  const std::string kernels = std::string(", ") + engine.kernel_set() + " kernels, " + std::to_string(engine.threads()) + " threads";
+  if (engine.compute_dtype() != DType::BF16) return "f32 matrix products" + kernels;
+  return *engine.matrix_units() ? "bf16 matrix products (AMX tiles when 16 tokens or more pass a layer)" + kernels
+                                : "bf16 requested, but no AMX here: f32 matrix products" + kernels;
 }
 
 EngineOptions engine_options(const RunOptions& run) {

@@ -1,9 +1,15 @@
 #include "common/system.h"
 
+#include <sys/mman.h>
+
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <utility>
+
+#include "common/error.h"
 
 namespace lw {
 namespace {
@@ -72,6 +78,30 @@ uint64_t available_memory_bytes() {
 double now_seconds() {
   using clock = std::chrono::steady_clock;
   return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
+}
+
+MappedBuffer::MappedBuffer(size_t bytes) : size_(std::max<size_t>(bytes, 1)) {
+  void* memory = mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (memory == MAP_FAILED) fail("out of memory: cannot map " + std::to_string(size_) + " bytes");
+  constexpr size_t kHugePage = 2u << 20;
+  if (size_ >= kHugePage) madvise(memory, size_, MADV_HUGEPAGE);  // advice only: ignored where THP is off
+  data_ = static_cast<char*>(memory);
+}
+
+MappedBuffer::~MappedBuffer() {
+  if (data_) munmap(data_, size_);
+}
+
+MappedBuffer::MappedBuffer(MappedBuffer&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+
+MappedBuffer& MappedBuffer::operator=(MappedBuffer&& other) noexcept {
+  if (this != &other) {
+    if (data_) munmap(data_, size_);
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+  }
+  return *this;
 }
 
 }  // namespace lw

@@ -75,6 +75,8 @@ class Engine {
   const Checkpoint& checkpoint() const { return checkpoint_; }
   const ModelConfig& config() const { return checkpoint_.config; }
   uint64_t budget_bytes() const { return budget_; }
+  int threads() const { return backend_->threads(); }
+  const char* kernel_set() const { return backend_->kernel_set(); }
   DType compute_dtype() const { return backend_->compute_dtype(); }
   const char* matrix_units() const { return backend_->matrix_units(); }
   std::vector<uint64_t> unit_memory_bytes() const;

@@ -14,12 +14,6 @@ constexpr uint64_t kMaxGapToCoalesce = 4096;
 
 uint64_t align_up(uint64_t value, uint64_t alignment) { return (value + alignment - 1) / alignment * alignment; }
 
-char* allocate_buffer(uint64_t bytes) {
-  void* memory = std::aligned_alloc(kAlignment, align_up(std::max<uint64_t>(bytes, 1), kAlignment));
-  if (!memory) fail("out of memory allocating a " + std::to_string(bytes) + "-byte unit buffer");
-  return static_cast<char*>(memory);
-}
-
 }  // namespace
 
 UnitLayout layout_unit(const UnitSource& unit) {
@@ -93,15 +87,15 @@ Streamer::Streamer(const Checkpoint& checkpoint, const UnitReader& reader, const
     : checkpoint_(checkpoint), reader_(reader), resident_(plan.resident), prefetch_(prefetch) {
   const size_t units = checkpoint.units.size();
   for (const auto& unit : checkpoint.units) layouts_.push_back(layout_unit(unit));
-  resident_buffers_.assign(units, nullptr);
+  resident_buffers_.resize(units);
   resident_weights_.resize(units);
   resident_ready_.assign(units, false);
   stats_.loads_per_unit.assign(units, 0);
   for (size_t u = 1; u < units; u++)
-    if (resident_[u]) resident_buffers_[u] = allocate_buffer(layouts_[u].buffer_bytes);
+    if (resident_[u]) resident_buffers_[u] = MappedBuffer(layouts_[u].buffer_bytes);
   slots_.resize(static_cast<size_t>(plan.stream_slots));
   for (size_t s = 0; s < slots_.size(); s++) {
-    slots_[s].buffer = allocate_buffer(plan.slot_bytes);
+    slots_[s].buffer = MappedBuffer(plan.slot_bytes);
     free_slots_.push_back(static_cast<int>(s));
   }
   reader_thread_ = std::thread([this] { reader_loop(); });
@@ -114,8 +108,6 @@ Streamer::~Streamer() {
   }
   changed_.notify_all();
   reader_thread_.join();
-  for (char* buffer : resident_buffers_) std::free(buffer);
-  for (auto& slot : slots_) std::free(slot.buffer);
 }
 
 UnitWeights Streamer::weights_of(int unit, const char* buffer) const {
@@ -152,9 +144,9 @@ void Streamer::reader_loop() {
       for (int u = 1; u < units; u++) {
         if (resident_[static_cast<size_t>(u)]) {
           if (!first_pass) continue;
-          load(u, resident_buffers_[static_cast<size_t>(u)]);
+          load(u, resident_buffers_[static_cast<size_t>(u)].data());
           std::lock_guard lock(mutex_);
-          resident_weights_[static_cast<size_t>(u)] = weights_of(u, resident_buffers_[static_cast<size_t>(u)]);
+          resident_weights_[static_cast<size_t>(u)] = weights_of(u, resident_buffers_[static_cast<size_t>(u)].data());
           resident_ready_[static_cast<size_t>(u)] = true;
           changed_.notify_all();
           continue;
@@ -170,10 +162,10 @@ void Streamer::reader_loop() {
           slot = free_slots_.back();
           free_slots_.pop_back();
         }
-        load(u, slots_[static_cast<size_t>(slot)].buffer);
+        load(u, slots_[static_cast<size_t>(slot)].buffer.data());
         std::lock_guard lock(mutex_);
         slots_[static_cast<size_t>(slot)].unit = u;
-        slots_[static_cast<size_t>(slot)].weights = weights_of(u, slots_[static_cast<size_t>(slot)].buffer);
+        slots_[static_cast<size_t>(slot)].weights = weights_of(u, slots_[static_cast<size_t>(slot)].buffer.data());
         ready_slots_.push_back(slot);
         changed_.notify_all();
       }

@@ -14,6 +14,7 @@
 #include "backend/backend.h"
 #include "checkpoint/checkpoint.h"
 #include "common/file.h"
+#include "common/system.h"
 #include "plan/plan.h"
 
 namespace lw {
@@ -79,7 +80,7 @@ class Streamer {
 
  private:
   struct Slot {
-    char* buffer = nullptr;
+    MappedBuffer buffer;
     int unit = -1;
     UnitWeights weights;
   };
@@ -91,7 +92,7 @@ class Streamer {
   const UnitReader& reader_;
   std::vector<UnitLayout> layouts_;
   std::vector<bool> resident_;
-  std::vector<char*> resident_buffers_;
+  std::vector<MappedBuffer> resident_buffers_;
   std::vector<UnitWeights> resident_weights_;
   std::vector<bool> resident_ready_;
   std::vector<Slot> slots_;

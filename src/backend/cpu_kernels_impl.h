@@ -1,0 +1,265 @@
+// The body of the CPU kernels (cpu_kernels.h), written once in plain C++ and compiled by each
+// cpu_kernels_<level>.cpp with that level's flags, so the compiler vectorises it for that
+// instruction set. Everything here has internal linkage and uses no standard-library templates:
+// an inline template instantiated under -mavx512f could otherwise be merged by the linker into
+// code that runs on CPUs without it.
+//
+// Built with -ffp-contract=off: a product and a sum are fused only where multiply_add says so,
+// in every kernel alike, so kernels that block registers differently still round identically.
+//
+// Include only from cpu_kernels_<level>.cpp.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
+#include "backend/cpu_kernels.h"
+
+namespace lw::cpu {
+namespace {
+
+constexpr int kLanes = 16;
+
+inline float multiply_add(float a, float b, float c) {
+#if defined(__FMA__)
+  return __builtin_fmaf(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+inline float max_f(float a, float b) { return a > b ? a : b; }
+
+inline float f16_bits_to_f32(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  uint32_t exponent = (h >> 10) & 0x1Fu, mantissa = h & 0x3FFu, bits;
+  if (exponent == 0x1F) {
+    bits = sign | 0x7F800000u | (mantissa << 13);
+  } else if (exponent != 0) {
+    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+  } else if (mantissa == 0) {
+    bits = sign;
+  } else {  // subnormal: normalise
+    exponent = 113;
+    while (!(mantissa & 0x400u)) mantissa <<= 1, exponent--;
+    bits = sign | (exponent << 23) | ((mantissa & 0x3FFu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+inline float bf16_bits_to_f32(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// Sum of 16 lanes, in lane order.
+inline float sum_lanes(const float* lanes) {
+  float sum = 0;
+  for (int l = 0; l < kLanes; l++) sum += lanes[l];
+  return sum;
+}
+
+// Columns past the last multiple of 16 join the lanes as one zero-padded step, so every kernel
+// (whatever its register blocking) accumulates them the same way as the columns before.
+inline void tail_into_lanes(float* lanes, const float* x, const float* w, int64_t count) {
+  float xt[kLanes] = {}, wt[kLanes] = {};
+  for (int64_t l = 0; l < count; l++) xt[l] = x[l], wt[l] = w[l];
+  for (int l = 0; l < kLanes; l++) lanes[l] = multiply_add(xt[l], wt[l], lanes[l]);
+}
+
+float dot_impl(const float* a, const float* b, int64_t n) {
+  float lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; l++) lanes[l] = multiply_add(a[i + l], b[i + l], lanes[l]);
+  if (i < n) tail_into_lanes(lanes, a + i, b + i, n - i);
+  return sum_lanes(lanes);
+}
+
+[[maybe_unused]] void dot4_impl(const float* x, const float* const* w, int64_t n, float* out) {
+  float lanes[4][kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int r = 0; r < 4; r++)
+      for (int l = 0; l < kLanes; l++) lanes[r][l] = multiply_add(x[i + l], w[r][i + l], lanes[r][l]);
+  for (int r = 0; r < 4; r++) {
+    if (i < n) tail_into_lanes(lanes[r], x + i, w[r] + i, n - i);
+    out[r] = sum_lanes(lanes[r]);
+  }
+}
+
+[[maybe_unused]] void dot4x4_impl(const float* const* x, const float* const* w, int64_t n, float* out) {
+  float lanes[4][4][kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int t = 0; t < 4; t++)
+      for (int r = 0; r < 4; r++)
+        for (int l = 0; l < kLanes; l++) lanes[t][r][l] = multiply_add(x[t][i + l], w[r][i + l], lanes[t][r][l]);
+  for (int t = 0; t < 4; t++)
+    for (int r = 0; r < 4; r++) {
+      if (i < n) tail_into_lanes(lanes[t][r], x[t] + i, w[r] + i, n - i);
+      out[t * 4 + r] = sum_lanes(lanes[t][r]);
+    }
+}
+
+void half_to_f32_impl(const uint16_t* in, bool f16, float* out, int64_t n) {
+  if (!f16) {
+    for (int64_t i = 0; i < n; i++) out[i] = bf16_bits_to_f32(in[i]);
+    return;
+  }
+  int64_t i = 0;
+#if defined(__F16C__)
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i))));
+#endif
+  for (; i < n; i++) out[i] = f16_bits_to_f32(in[i]);
+}
+
+// Rows widened 64 columns at a time into a small buffer, then the float32 product: the same
+// lanes and order as dot4_impl.
+[[maybe_unused]] void dot4_half_impl(const float* x, const uint16_t* const* w, int64_t n, bool f16, float* out) {
+  constexpr int64_t kChunk = 4 * kLanes;
+  float lanes[4][kLanes] = {};
+  float wide[4][kChunk];
+  for (int64_t i = 0; i < n; i += kChunk) {
+    const int64_t chunk = min64(kChunk, n - i), whole = chunk / kLanes * kLanes;
+    for (int r = 0; r < 4; r++) half_to_f32_impl(w[r] + i, f16, wide[r], chunk);
+    for (int64_t c = 0; c < whole; c += kLanes)
+      for (int r = 0; r < 4; r++)
+        for (int l = 0; l < kLanes; l++) lanes[r][l] = multiply_add(x[i + c + l], wide[r][c + l], lanes[r][l]);
+    if (whole < chunk)
+      for (int r = 0; r < 4; r++) tail_into_lanes(lanes[r], x + i + whole, wide[r] + whole, chunk - whole);
+  }
+  for (int r = 0; r < 4; r++) out[r] = sum_lanes(lanes[r]);
+}
+
+// exp(x) within a few ulp for x in [-87, 88] (clamped outside: exp(-87) ~ 1.6e-38 stands in for
+// 0), branch-free so that loops of it vectorise: x = n ln2 + r, |r| <= ln2 / 2, and exp(r) by its
+// Taylor series to r^7 (remainder below 6e-9 relative).
+inline float exp_vectorizable(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float rounder = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
+  const float n = (x * 1.44269504088896341f + rounder) - rounder;
+  const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-6f;
+  float p = 1.0f / 5040.0f;
+  p = multiply_add(p, r, 1.0f / 720.0f);
+  p = multiply_add(p, r, 1.0f / 120.0f);
+  p = multiply_add(p, r, 1.0f / 24.0f);
+  p = multiply_add(p, r, 1.0f / 6.0f);
+  p = multiply_add(p, r, 0.5f);
+  p = multiply_add(p, r, 1.0f);
+  p = multiply_add(p, r, 1.0f);
+  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, 4);
+  return p * scale;
+}
+
+void rmsnorm_impl(float* y, const float* x, const float* gain, int64_t n, float eps) {
+  const float mean_square = dot_impl(x, x, n) / static_cast<float>(n);
+  const float scale = 1.0f / std::sqrt(mean_square + eps);
+  for (int64_t i = 0; i < n; i++) y[i] = gain[i] * (x[i] * scale);
+}
+
+void swiglu_impl(float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; i++) gate[i] = gate[i] / (1.0f + exp_vectorizable(-gate[i])) * up[i];
+}
+
+// Scores of two queries against a transposed key tile kt[d][j]: each score is its own chain
+// over d in order.
+inline void tile_scores(const float* qa, const float* qb, const float* kt, int head_dim, float* sa, float* sb) {
+  float a[kAttentionTile] = {}, b[kAttentionTile] = {};
+  for (int d = 0; d < head_dim; d++) {
+    const float* k = kt + static_cast<int64_t>(d) * kAttentionTile;
+    const float xa = qa[d], xb = qb[d];
+    for (int j = 0; j < kAttentionTile; j++) a[j] = multiply_add(xa, k[j], a[j]), b[j] = multiply_add(xb, k[j], b[j]);
+  }
+  for (int j = 0; j < kAttentionTile; j++) sa[j] = a[j], sb[j] = b[j];
+}
+
+// Turns a query's scores of keys 0..count-1 into weights exp(s - new max), folds the previous
+// tiles' state (running max, sum, accumulator) into the new max, and returns the accumulator's
+// correction factor.
+inline float softmax_tile(float* scores, int count, float scale, float* running_max, float* running_sum) {
+  float tile_max = -HUGE_VALF;
+  for (int j = 0; j < count; j++) scores[j] *= scale, tile_max = max_f(tile_max, scores[j]);
+  const float new_max = max_f(*running_max, tile_max);
+  const float correction = exp_vectorizable(*running_max - new_max);  // ~0 on the first tile
+  float sum = 0;
+  for (int j = 0; j < count; j++) scores[j] = exp_vectorizable(scores[j] - new_max), sum += scores[j];
+  for (int j = count; j < kAttentionTile; j++) scores[j] = 0;
+  *running_sum = *running_sum * correction + sum;
+  *running_max = new_max;
+  return correction;
+}
+
+void attend_impl(const AttentionWork& work, float* scratch) {
+  const int head_dim = work.head_dim, count = work.count;
+  float* kt = scratch;                                              // [head_dim][tile]
+  float* weights = kt + static_cast<int64_t>(head_dim) * kAttentionTile;  // [2][tile] (second half
+  float* accumulators = weights + kAttentionTile;                   //  lives past the first)
+  float* running_max = accumulators + static_cast<int64_t>(count) * head_dim;
+  float* running_sum = running_max + count;
+  float weights_b[kAttentionTile];
+  int longest = 0;
+  for (int i = 0; i < count; i++) {
+    longest = work.lengths[i] > longest ? work.lengths[i] : longest;
+    running_max[i] = -HUGE_VALF, running_sum[i] = 0;
+  }
+  for (int64_t i = 0; i < static_cast<int64_t>(count) * head_dim; i++) accumulators[i] = 0;
+
+  for (int start = 0; start < longest; start += kAttentionTile) {
+    const int keys = static_cast<int>(min64(kAttentionTile, longest - start));
+    for (int j = 0; j < kAttentionTile; j++) {
+      const float* key = j < keys ? work.keys[start + j] : nullptr;
+      for (int d = 0; d < head_dim; d++) kt[static_cast<int64_t>(d) * kAttentionTile + j] = key ? key[d] : 0.0f;
+    }
+    // Queries two at a time (the second may be the first again when the count is odd, or one
+    // whose keys end before this tile; its weights are then all zero and its state is untouched).
+    for (int a = 0; a < count; a += 2) {
+      const int b = a + 1 < count ? a + 1 : a;
+      const int seen_a = static_cast<int>(min64(keys, work.lengths[a] - start));
+      const int seen_b = b != a ? static_cast<int>(min64(keys, work.lengths[b] - start)) : 0;
+      if (seen_a <= 0 && seen_b <= 0) continue;
+      tile_scores(work.queries[a], work.queries[b], kt, head_dim, weights, weights_b);
+      float correction_a = 1, correction_b = 1;
+      if (seen_a > 0) correction_a = softmax_tile(weights, seen_a, work.scale, &running_max[a], &running_sum[a]);
+      else for (int j = 0; j < kAttentionTile; j++) weights[j] = 0;
+      if (seen_b > 0) correction_b = softmax_tile(weights_b, seen_b, work.scale, &running_max[b], &running_sum[b]);
+      else for (int j = 0; j < kAttentionTile; j++) weights_b[j] = 0;
+      float* acc_a = accumulators + static_cast<int64_t>(a) * head_dim;
+      float* acc_b = accumulators + static_cast<int64_t>(b) * head_dim;
+      const int used = seen_a > seen_b ? seen_a : seen_b;
+      if (b == a) {
+        for (int d = 0; d < head_dim; d++) acc_a[d] *= correction_a;
+        for (int j = 0; j < used; j++) {
+          const float* value = work.values[start + j];
+          const float wa = weights[j];
+          for (int d = 0; d < head_dim; d++) acc_a[d] = multiply_add(wa, value[d], acc_a[d]);
+        }
+        continue;
+      }
+      for (int d = 0; d < head_dim; d++) acc_a[d] *= correction_a, acc_b[d] *= correction_b;
+      for (int j = 0; j < used; j++) {
+        const float* value = work.values[start + j];
+        const float wa = weights[j], wb = weights_b[j];
+        for (int d = 0; d < head_dim; d++) acc_a[d] = multiply_add(wa, value[d], acc_a[d]), acc_b[d] = multiply_add(wb, value[d], acc_b[d]);
+      }
+    }
+  }
+  for (int i = 0; i < count; i++) {
+    const float* acc = accumulators + static_cast<int64_t>(i) * head_dim;
+    for (int d = 0; d < head_dim; d++) work.outputs[i][d] = acc[d] / running_sum[i];
+  }
+}
+
+}  // namespace
+}  // namespace lw::cpu
