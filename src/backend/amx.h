@@ -19,10 +19,14 @@ int amx_padded_tokens(int tokens);
 int64_t amx_padded_cols(int64_t cols);
 void amx_activations(const float* x, int tokens, int64_t cols, uint16_t* out);
 
-// y[t, r] = sum_c x[t, c] * bf16(w[r, c]) + bias[r] for t < tokens and the 32 weight rows from
-// r0 (fewer at the end), x as amx_activations made it. `scratch` holds the rows repacked for the
-// tiles (any weight dtype is rounded to BF16 there).
-void amx_matmul_block(float* y, const uint16_t* x, int tokens, const WeightView& w, const float* bias, int64_t r0,
-                      std::vector<uint16_t>& scratch);
+struct AmxScratch {  // per thread
+  std::vector<uint16_t> packed, rounded;
+};
+
+// y[t, r] = sum_c x[t, c] * bf16(w[r, c]) + bias[r] for t < tokens and the weight rows of 32-row
+// blocks first_block .. last_block - 1 (the last may be partial), x as amx_activations made it.
+// The rows are repacked for the tiles in `scratch` (any weight dtype is rounded to BF16 there).
+void amx_matmul_blocks(float* y, const uint16_t* x, int tokens, const WeightView& w, const float* bias, int64_t first_block,
+                       int64_t last_block, AmxScratch& scratch);
 
 }  // namespace lw

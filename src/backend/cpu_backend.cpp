@@ -263,9 +263,7 @@ class CpuBackend final : public Backend {
       amx_activations(x + begin * w.cols, static_cast<int>(end - begin), w.cols, activations_bf16_.data() + begin * cols);
     });
     pool_.parallel_for((w.rows + 31) / 32, [&](int64_t first, int64_t last, int thread) {
-      std::vector<uint16_t>& packed = packed_[static_cast<size_t>(thread)];
-      for (int64_t block = first; block < last; block++)
-        amx_matmul_block(y, activations_bf16_.data(), tokens, w, bias, block * 32, packed);
+      amx_matmul_blocks(y, activations_bf16_.data(), tokens, w, bias, first, last, amx_scratch_[static_cast<size_t>(thread)]);
     });
   }
 
@@ -281,7 +279,7 @@ class CpuBackend final : public Backend {
   const cpu::Kernels& kernels_;
   DType compute_ = DType::F32;
   std::vector<uint16_t> activations_bf16_;
-  std::vector<std::vector<uint16_t>> packed_ = std::vector<std::vector<uint16_t>>(static_cast<size_t>(pool_.size()));
+  std::vector<AmxScratch> amx_scratch_ = std::vector<AmxScratch>(static_cast<size_t>(pool_.size()));
   std::vector<std::vector<float>> scratch_;  // per thread: weight rows converted to float32
   std::vector<AttentionScratch> attention_scratch_ = std::vector<AttentionScratch>(static_cast<size_t>(pool_.size()));
 };

@@ -12,7 +12,7 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__F16C__)
+#if defined(__F16C__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
@@ -190,15 +190,58 @@ inline void tile_scores(const float* qa, const float* qb, const float* kt, int h
 // correction factor.
 inline float softmax_tile(float* scores, int count, float scale, float* running_max, float* running_sum) {
   float tile_max = -HUGE_VALF;
-  for (int j = 0; j < count; j++) scores[j] *= scale, tile_max = max_f(tile_max, scores[j]);
+#pragma omp simd reduction(max : tile_max)
+  for (int j = 0; j < count; j++) {
+    scores[j] *= scale;
+    tile_max = max_f(tile_max, scores[j]);
+  }
   const float new_max = max_f(*running_max, tile_max);
   const float correction = exp_vectorizable(*running_max - new_max);  // ~0 on the first tile
-  float sum = 0;
-  for (int j = 0; j < count; j++) scores[j] = exp_vectorizable(scores[j] - new_max), sum += scores[j];
+  float sum = 0;  // summed in vector lanes: the same order for every query
+#pragma omp simd reduction(+ : sum)
+  for (int j = 0; j < count; j++) {
+    scores[j] = exp_vectorizable(scores[j] - new_max);
+    sum += scores[j];
+  }
   for (int j = count; j < kAttentionTile; j++) scores[j] = 0;
   *running_sum = *running_sum * correction + sum;
   *running_max = new_max;
   return correction;
+}
+
+// acc = acc * correction + sum_j weights[j] * values[j], for two queries sharing the values. With
+// AVX-512 and a head of 16..128 floats the accumulators stay in registers across the keys (the
+// compiler keeps arrays in memory); the arithmetic is the same multiply_add per element.
+#if defined(__AVX512F__)
+template <int kVectors>
+inline void accumulate_values_avx512(float* acc_a, float* acc_b, float correction_a, float correction_b, const float* weights_a,
+                                     const float* weights_b, const float* const* values, int count) {
+  __m512 a[kVectors], b[kVectors];
+  for (int v = 0; v < kVectors; v++) {
+    a[v] = _mm512_mul_ps(_mm512_loadu_ps(acc_a + 16 * v), _mm512_set1_ps(correction_a));
+    b[v] = _mm512_mul_ps(_mm512_loadu_ps(acc_b + 16 * v), _mm512_set1_ps(correction_b));
+  }
+  for (int j = 0; j < count; j++) {
+    const float* value = values[j];
+    const __m512 wa = _mm512_set1_ps(weights_a[j]), wb = _mm512_set1_ps(weights_b[j]);
+    for (int v = 0; v < kVectors; v++) {
+      const __m512 x = _mm512_loadu_ps(value + 16 * v);
+      a[v] = _mm512_fmadd_ps(wa, x, a[v]);
+      b[v] = _mm512_fmadd_ps(wb, x, b[v]);
+    }
+  }
+  for (int v = 0; v < kVectors; v++) _mm512_storeu_ps(acc_a + 16 * v, a[v]), _mm512_storeu_ps(acc_b + 16 * v, b[v]);
+}
+#endif
+
+inline void accumulate_values_any(float* acc_a, float* acc_b, float correction_a, float correction_b, const float* weights_a,
+                                  const float* weights_b, const float* const* values, int count, int head_dim) {
+  for (int d = 0; d < head_dim; d++) acc_a[d] *= correction_a, acc_b[d] *= correction_b;
+  for (int j = 0; j < count; j++) {
+    const float* value = values[j];
+    const float wa = weights_a[j], wb = weights_b[j];
+    for (int d = 0; d < head_dim; d++) acc_a[d] = multiply_add(wa, value[d], acc_a[d]), acc_b[d] = multiply_add(wb, value[d], acc_b[d]);
+  }
 }
 
 void attend_impl(const AttentionWork& work, float* scratch) {
@@ -247,12 +290,12 @@ void attend_impl(const AttentionWork& work, float* scratch) {
         }
         continue;
       }
-      for (int d = 0; d < head_dim; d++) acc_a[d] *= correction_a, acc_b[d] *= correction_b;
-      for (int j = 0; j < used; j++) {
-        const float* value = work.values[start + j];
-        const float wa = weights[j], wb = weights_b[j];
-        for (int d = 0; d < head_dim; d++) acc_a[d] = multiply_add(wa, value[d], acc_a[d]), acc_b[d] = multiply_add(wb, value[d], acc_b[d]);
-      }
+#if defined(__AVX512F__)
+      if (head_dim == 64) accumulate_values_avx512<4>(acc_a, acc_b, correction_a, correction_b, weights, weights_b, work.values + start, used);
+      else if (head_dim == 128) accumulate_values_avx512<8>(acc_a, acc_b, correction_a, correction_b, weights, weights_b, work.values + start, used);
+      else
+#endif
+        accumulate_values_any(acc_a, acc_b, correction_a, correction_b, weights, weights_b, work.values + start, used, head_dim);
     }
   }
   for (int i = 0; i < count; i++) {
