@@ -2,8 +2,6 @@
 // scripts/make_score_goldens.py: every prefix + choice run alone through transformers), and the
 // proof that sharing works: one copy of each prefix, each layer read once per batch of rows.
 #include <gtest/gtest.h>
-
-#include <cmath>
 #include <filesystem>
 
 #include "common/error.h"
@@ -74,8 +72,12 @@ TEST_P(ScoreGoldens, RowsScoredOneByOneWithoutSharingGiveTheSameNumbers) {
   const auto separate = score_rows(engine, rows, alone);
   for (size_t r = 0; r < rows.size(); r++)
     for (size_t c = 0; c < rows[r].choices.size(); c++) {
-      // Same arithmetic up to how the tokens of a sweep are grouped for the matrix kernels.
-      EXPECT_NEAR(shared[r].choices[c].sum_logprob, separate[r].choices[c].sum_logprob, 1e-5) << r << "," << c;
+      // The same model in float32, but a batch of 48 tokens or more takes OpenBLAS's sgemm and a
+      // lone row the dot-product kernels: the products are rounded in another order, which moves
+      // each token's log-probability by float32 rounding carried through the layers (a few 1e-6),
+      // far below the goldens' 4e-4 per token.
+      EXPECT_NEAR(shared[r].choices[c].sum_logprob, separate[r].choices[c].sum_logprob, 1e-5 * shared[r].choices[c].tokens)
+          << r << "," << c;
       EXPECT_EQ(shared[r].choices[c].greedy, separate[r].choices[c].greedy);
     }
 }

@@ -9,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include <cblas.h>
+
 #include "backend/amx.h"
 #include "backend/backend.h"
 #include "backend/cpu_kernels.h"
@@ -98,7 +100,9 @@ class CpuBackend final : public Backend {
       : pool_(threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))),
         level_(level),
         kernels_(cpu::kernels(level)),
-        scratch_(static_cast<size_t>(pool_.size())) {}
+        scratch_(static_cast<size_t>(pool_.size())) {
+    openblas_set_num_threads(1);  // each of our threads calls it on its own rows
+  }
 
   const char* name() const override { return "cpu"; }
   int threads() const override { return pool_.size(); }
@@ -121,6 +125,7 @@ class CpuBackend final : public Backend {
     std::vector<float> bias_f32 = bias ? vector_as_f32(*bias) : std::vector<float>();
     if (compute_ == DType::BF16 && tokens >= kAmxMinTokens && level_ == cpu::Level::Amx)
       return matmul_amx(y, x, tokens, w, bias ? bias_f32.data() : nullptr);
+    if (tokens >= kBlasMinTokens && level_ >= cpu::Level::Avx2) return matmul_blas(y, x, tokens, w, bias ? bias_f32.data() : nullptr);
     const bool half = w.dtype != DType::F32, f16 = w.dtype == DType::F16;
     pool_.parallel_for((rows + 3) / 4, [&](int64_t first, int64_t last, int thread) {
       std::vector<float>& scratch = scratch_[static_cast<size_t>(thread)];
@@ -209,6 +214,14 @@ class CpuBackend final : public Backend {
       runs.push_back({t, end});
       t = end;
     }
+    // Later runs see more keys: alternate short and long ones so that each thread's contiguous
+    // share of the work items holds about as many keys as the others'.
+    std::vector<std::pair<int, int>> balanced;
+    for (size_t i = 0, j = runs.size(); i < j; i++) {
+      balanced.push_back(runs[i]);
+      if (i < --j) balanced.push_back(runs[j]);
+    }
+    runs.swap(balanced);
     const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
     pool_.parallel_for(static_cast<int64_t>(runs.size()) * kv_heads, [&](int64_t first, int64_t last, int thread) {
       AttentionScratch& scratch = attention_scratch_[static_cast<size_t>(thread)];
@@ -254,6 +267,32 @@ class CpuBackend final : public Backend {
  private:
   // Below this many tokens a product is bound by reading the weights, not by arithmetic.
   static constexpr int kAmxMinTokens = 16;
+  // From this many tokens OpenBLAS's packed sgemm beats the dot-product kernels (its sums are
+  // ordered differently: a token's float32 result can differ in the last bits between a pass of
+  // fewer tokens and one of more). Weight rows go to it in blocks, widened to float32 first.
+  static constexpr int kBlasMinTokens = 48;
+  static constexpr int64_t kBlasRows = 128;
+
+  void matmul_blas(float* y, const float* x, int tokens, const WeightView& w, const float* bias) {
+    const int64_t rows = w.rows, cols = w.cols;
+    pool_.parallel_for((rows + kBlasRows - 1) / kBlasRows, [&](int64_t first, int64_t last, int thread) {
+      std::vector<float>& scratch = scratch_[static_cast<size_t>(thread)];
+      for (int64_t block = first; block < last; block++) {
+        const int64_t r0 = block * kBlasRows, count = std::min(kBlasRows, rows - r0);
+        const float* weights = static_cast<const float*>(w.data) + r0 * cols;
+        if (w.dtype != DType::F32) {
+          if (scratch.size() < static_cast<size_t>(count * cols)) scratch.resize(static_cast<size_t>(count * cols));
+          for (int64_t r = 0; r < count; r++) row_as_f32(kernels_, w, r0 + r, scratch.data() + r * cols);
+          weights = scratch.data();
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tokens, static_cast<int>(count), static_cast<int>(cols), 1.0f, x,
+                    static_cast<int>(cols), weights, static_cast<int>(cols), 0.0f, y + r0, static_cast<int>(rows));
+        if (bias)
+          for (int t = 0; t < tokens; t++)
+            for (int64_t r = 0; r < count; r++) y[t * rows + r0 + r] += bias[r0 + r];
+      }
+    });
+  }
 
   void matmul_amx(float* y, const float* x, int tokens, const WeightView& w, const float* bias) {
     const int64_t cols = amx_padded_cols(w.cols);
