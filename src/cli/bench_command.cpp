@@ -36,12 +36,12 @@ struct Measurement {
   }
 };
 
-// Multiply-adds of one token through every matrix (layers and LM head), counted as 2 FLOPs each.
-double matrix_flops_per_token(const ModelConfig& c) {
+// Multiply-adds of one token through the layers' matrices and through the LM head, 2 FLOPs each.
+double layer_flops_per_token(const ModelConfig& c) {
   const double h = c.hidden_size;
-  const double per_layer = h * (c.q_dim() + 2.0 * c.kv_dim()) + c.q_dim() * h + 3.0 * h * c.intermediate_size;
-  return 2.0 * (c.num_layers * per_layer + h * c.vocab_size);
+  return 2.0 * c.num_layers * (h * (c.q_dim() + 2.0 * c.kv_dim()) + c.q_dim() * h + 3.0 * h * c.intermediate_size);
 }
+double head_flops(const ModelConfig& c) { return 2.0 * c.hidden_size * c.vocab_size; }
 
 // Attention of tokens at positions 0..n-1 (token p sees p + 1 positions): q.k and p.v for each.
 double attention_flops(const ModelConfig& c, int tokens) {
@@ -105,7 +105,6 @@ int run_bench(const BenchArgs& args) {
   const std::vector<uint64_t> unit_bytes = engine.unit_memory_bytes();
   uint64_t weight_bytes_per_token = 0;
   for (size_t u = 1; u < unit_bytes.size(); u++) weight_bytes_per_token += unit_bytes[u];
-  const double matrix_flops = matrix_flops_per_token(config);
 
   nlohmann::ordered_json report;
   report["model"] = args.run.model;
@@ -116,8 +115,10 @@ int run_bench(const BenchArgs& args) {
   report["tests"] = nlohmann::ordered_json::array();
   for (const auto& m : results) {
     const bool prompt = m.test[0] == 'p';
-    // Token p of either test sees positions 0..p, so both count the same attention.
-    const double flops = matrix_flops * m.tokens + attention_flops(config, m.tokens);
+    // Token p of either test sees positions 0..p, so both count the same attention; a prefill
+    // computes logits for its last token only.
+    const double flops = layer_flops_per_token(config) * m.tokens + head_flops(config) * (prompt ? 1 : m.tokens) +
+                         attention_flops(config, m.tokens);
     double mean_seconds = 0;
     for (double s : m.seconds) mean_seconds += s / static_cast<double>(m.seconds.size());
     nlohmann::ordered_json test = {{"test", m.test},
