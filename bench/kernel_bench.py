@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stream_bench import (ROOT, BenchError, checkpoint_bytes, describe_machine, fmt_size,  # noqa: E402
+from stream_bench import (run_main, ROOT, BenchError, checkpoint_bytes, describe_machine, fmt_size,  # noqa: E402
                           indent, known_shapes, make_workdir, meminfo_bytes, parse_size, print_table,
                           run_tool, say)
 from score_bench import LLAMA_BUILD_SCRIPT  # noqa: E402
@@ -672,17 +671,5 @@ def main():
             say("\nremoved %s" % (workdir if created_workdir else scratch if made_scratch else "nothing"))
 
 
-def interrupted(signum, frame):
-    raise KeyboardInterrupt
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, interrupted)  # `kill` cleans up like Ctrl-C does
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        print("kernel_bench: error: %s" % e, file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("kernel_bench: interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_main(main, "kernel_bench")

@@ -34,7 +34,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stream_bench import (ROOT, BenchError, checkpoint_bytes, describe_machine, fmt_seconds, fmt_size,  # noqa: E402
+from stream_bench import (run_main, ROOT, BenchError, checkpoint_bytes, describe_machine, fmt_seconds, fmt_size,  # noqa: E402
                           indent, known_shapes, make_workdir, parse_engine_size, parse_size, print_table,
                           reset_own_peak_rss, run_tool, say)
 
@@ -692,11 +692,4 @@ def report(args, budget, shared, baseline, llama_runs, results):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        print("score_bench: error: %s" % e, file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("score_bench: interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_main(main, "score_bench")

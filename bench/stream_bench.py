@@ -23,6 +23,7 @@ import platform
 import random
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -838,12 +839,22 @@ def main():
             say("\nremoved %s" % (workdir if created_workdir else ", ".join(created) or "nothing"))
 
 
-if __name__ == "__main__":
+def run_main(main_function, name):
+    """Runs a benchmark's main: exit status 1 with its error message, 130 on Ctrl-C or `kill`
+    (which then clean up as Ctrl-C does)."""
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
     try:
-        sys.exit(main())
+        sys.exit(main_function())
     except BenchError as e:
-        print("stream_bench: error: %s" % e, file=sys.stderr)
+        print("%s: error: %s" % (name, e), file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        print("stream_bench: interrupted", file=sys.stderr)
+        print("%s: interrupted" % name, file=sys.stderr)
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    run_main(main, "stream_bench")
