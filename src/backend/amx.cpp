@@ -65,45 +65,45 @@ __attribute__((target("avx512f"))) inline void transpose_16x16_dwords(__m512i* r
   }
 }
 
+// Columns k .. k+31 of a weight row as 32 BF16 values (F32 and F16 rounded to nearest even in
+// registers), zero past the row's end.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) inline __m512i row_segment_bf16(const char* row, DType dtype,
+                                                                                              int64_t k, int64_t cols) {
+  const int64_t left = std::max<int64_t>(cols - k, 0);
+  const __mmask32 mask = left >= 32 ? ~__mmask32(0) : static_cast<__mmask32>((1ull << left) - 1);
+  const __mmask16 low = static_cast<__mmask16>(mask), high = static_cast<__mmask16>(mask >> 16);
+  switch (dtype) {
+    case DType::BF16: return _mm512_maskz_loadu_epi16(mask, reinterpret_cast<const uint16_t*>(row) + k);
+    case DType::F16: {
+      const uint16_t* p = reinterpret_cast<const uint16_t*>(row) + k;
+      const __m512 lo = _mm512_maskz_cvtph_ps(0xFFFF, _mm256_maskz_loadu_epi16(low, p));
+      const __m512 hi = _mm512_maskz_cvtph_ps(0xFFFF, _mm256_maskz_loadu_epi16(high, p + 16));
+      return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+    }
+    case DType::F32: {
+      const float* p = reinterpret_cast<const float*>(row) + k;
+      return (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(high, p + 16), _mm512_maskz_loadu_ps(low, p));
+    }
+  }
+  return _mm512_setzero_si512();
+}
+
 // Weight rows r0 .. r0+31 in the tiles' layout: two groups of 16 rows, each [cols/2][16][2] (pairs
 // of consecutive columns of one row side by side, the 16 rows across a 64-byte tile row); rows
-// past the end are zero. Non-BF16 rows are rounded to BF16 into `rounded` first.
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) void pack_weights(const WeightView& w, int64_t r0, int64_t cols_padded,
-                                                                          uint16_t* packed, std::vector<uint16_t>& rounded) {
+// past the end are zero.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void pack_weights(const WeightView& w, int64_t r0,
+                                                                                   int64_t cols_padded, uint16_t* packed) {
   const size_t row_bytes = static_cast<size_t>(w.cols) * dtype_size(w.dtype);
   for (int group = 0; group < 2; group++) {
-    const uint16_t* source[16];
-    if (w.dtype == DType::BF16) {
-      for (int j = 0; j < 16; j++) {
-        const int64_t r = r0 + group * 16 + j;
-        source[j] = r < w.rows ? reinterpret_cast<const uint16_t*>(static_cast<const char*>(w.data) + static_cast<size_t>(r) * row_bytes) : nullptr;
-      }
-    } else {
-      rounded.resize(static_cast<size_t>(16 * cols_padded));
-      for (int j = 0; j < 16; j++) {
-        const int64_t r = r0 + group * 16 + j;
-        source[j] = nullptr;
-        if (r >= w.rows) continue;
-        uint16_t* out = rounded.data() + j * cols_padded;
-        const char* row = static_cast<const char*>(w.data) + static_cast<size_t>(r) * row_bytes;
-        int64_t c = 0;
-        for (; c + 16 <= w.cols; c += 16) {
-          const __m512 values = w.dtype == DType::F32 ? _mm512_loadu_ps(reinterpret_cast<const float*>(row) + c)
-                                                      : _mm512_maskz_cvtph_ps(0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row) + c / 16));
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c), (__m256i)_mm512_cvtneps_pbh(values));
-        }
-        for (; c < w.cols; c++) {
-          const float value = w.dtype == DType::F32 ? reinterpret_cast<const float*>(row)[c] : f16_to_f32(reinterpret_cast<const uint16_t*>(row)[c]);
-          out[c] = f32_to_bf16(value);
-        }
-        source[j] = out;
-      }
+    const char* source[16];
+    for (int j = 0; j < 16; j++) {
+      const int64_t r = r0 + group * 16 + j;
+      source[j] = r < w.rows ? static_cast<const char*>(w.data) + static_cast<size_t>(r) * row_bytes : nullptr;
     }
     uint16_t* to = packed + static_cast<size_t>(group) * static_cast<size_t>(cols_padded) * 16;
     for (int64_t k = 0; k < cols_padded; k += 32) {
-      const __mmask32 mask = w.cols - k >= 32 ? ~__mmask32(0) : static_cast<__mmask32>((1ull << std::max<int64_t>(w.cols - k, 0)) - 1);
       __m512i rows[16];
-      for (int j = 0; j < 16; j++) rows[j] = source[j] ? _mm512_maskz_loadu_epi16(mask, source[j] + k) : _mm512_setzero_si512();
+      for (int j = 0; j < 16; j++) rows[j] = source[j] ? row_segment_bf16(source[j], w.dtype, k, w.cols) : _mm512_setzero_si512();
       transpose_16x16_dwords(rows);
       for (int j = 0; j < 16; j++) _mm512_storeu_si512(to + (k / 2 + j) * 32, rows[j]);
     }
@@ -153,7 +153,7 @@ __attribute__((target("amx-tile,amx-bf16,avx512f"))) void amx_matmul_blocks(floa
   for (int64_t g0 = first_block; g0 < last_block; g0 += group) {
     const int64_t blocks = std::min(group, last_block - g0);
     for (int64_t b = 0; b < blocks; b++)
-      pack_weights(w, (g0 + b) * 32, cols, scratch.packed.data() + b * block_elements, scratch.rounded);
+      pack_weights(w, (g0 + b) * 32, cols, scratch.packed.data() + b * block_elements);
     for (int m = 0; m < tokens; m += 32) {
       const uint16_t* a0 = x + tile_offset(m, 0, cols);
       const uint16_t* a1 = x + tile_offset(m + 16, 0, cols);

@@ -296,7 +296,9 @@ class CpuBackend final : public Backend {
 
   void matmul_amx(float* y, const float* x, int tokens, const WeightView& w, const float* bias) {
     const int64_t cols = amx_padded_cols(w.cols);
-    activations_bf16_.assign(static_cast<size_t>(amx_padded_tokens(tokens) * cols), 0);
+    // Every real token's row is written below; the padding tokens' rows only feed output rows
+    // that are never stored, so they are left as they are.
+    activations_bf16_.resize(std::max(activations_bf16_.size(), static_cast<size_t>(amx_padded_tokens(tokens) * cols)));
     pool_.parallel_for((tokens + 15) / 16, [&](int64_t first, int64_t last, int) {  // whole tiles of 16 tokens
       const int64_t begin = first * 16, end = std::min<int64_t>(last * 16, tokens);
       amx_activations(x + begin * w.cols, static_cast<int>(end - begin), w.cols, activations_bf16_.data() + begin * cols);
