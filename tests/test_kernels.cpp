@@ -170,7 +170,7 @@ TEST_P(LevelKernels, TiledAttentionMatchesAFullSoftmax) {
   BACKEND_OR_SKIP(backend, GetParam());
   // Several 64-key tiles and a partial one; one query, odd query counts per kv head (3 heads of
   // a group), a run of consecutive positions, two sequences interleaved; head_dim 16 and 64.
-  for (const auto& [heads, kv_heads, head_dim] : {std::tuple{4, 2, 16}, std::tuple{3, 1, 64}, std::tuple{8, 1, 64}, std::tuple{2, 2, 8}}) {
+  for (const auto& [heads, kv_heads, head_dim] : {std::tuple{4, 2, 16}, std::tuple{3, 1, 64}, std::tuple{8, 1, 64}, std::tuple{2, 2, 8}, std::tuple{4, 2, 128}}) {
     SCOPED_TRACE(std::to_string(heads) + " heads, " + std::to_string(kv_heads) + " kv heads, head_dim " + std::to_string(head_dim));
     const int context = 150, kv_dim = kv_heads * head_dim;
     const std::vector<float> k = random_values(static_cast<size_t>(2 * context * kv_dim), 4, 2),
