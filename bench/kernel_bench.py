@@ -32,10 +32,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stream_bench import (run_main, ROOT, BenchError, checkpoint_bytes, describe_machine, fmt_size,  # noqa: E402
+from stream_bench import (run_main, engine_tools, find_llama_cpp, ROOT, BenchError, checkpoint_bytes, describe_machine, fmt_size,  # noqa: E402
                           indent, known_shapes, make_workdir, meminfo_bytes, parse_size, print_table,
                           run_tool, say)
-from score_bench import LLAMA_BUILD_SCRIPT  # noqa: E402
 
 HF_TO_GGUF = os.path.join(ROOT, "bench", "hf_to_gguf.py")
 DTYPES = ("f32", "f16", "bf16")
@@ -142,33 +141,6 @@ def busy_text(run):
 
 
 # ----------------------------------------------------------------------------- tools
-
-def find_llama(args):
-    """The folder with llama-bench (--llama-bin or bench/build_llama_cpp.sh's) and its build info."""
-    if args.llama_bin:
-        bin_dir = os.path.abspath(args.llama_bin)
-    else:
-        say("  llama.cpp     bash bench/build_llama_cpp.sh (builds it on first use, about 5 minutes on 2 cores)")
-        start = time.monotonic()
-        built = subprocess.run(["bash", LLAMA_BUILD_SCRIPT], stdout=subprocess.PIPE, universal_newlines=True)
-        if built.returncode != 0 or not built.stdout.strip():
-            raise BenchError("bench/build_llama_cpp.sh failed (exit status %d); --no-llama skips llama.cpp" %
-                             built.returncode)
-        bin_dir = built.stdout.strip().splitlines()[-1]
-        if time.monotonic() - start > 5:
-            say("                built in %.0f s" % (time.monotonic() - start))
-    tool = os.path.join(bin_dir, "llama-bench")
-    if not os.access(tool, os.X_OK):
-        raise BenchError("%s not found (--llama-bin names the folder holding llama-bench)" % tool)
-    try:
-        with open(os.path.join(bin_dir, "BUILD-INFO")) as f:
-            info = f.read().strip()
-    except OSError:
-        info = subprocess.run([tool, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              universal_newlines=True).stdout.strip()
-    say("  llama.cpp     %s: %s" % (bin_dir, info.replace("\n", "; ")))
-    return tool, {"bin": bin_dir, "info": info}
-
 
 def find_hw_probe(build_dir):
     """build_dir/hw_probe, built with cmake first when it is missing and build_dir is a cmake build."""
@@ -584,12 +556,7 @@ def main():
         parser.error("--prompt, --decode, --threads and --repeat must be at least 1")
     args.build_dir = os.path.abspath(args.build_dir)
 
-    layerwise = os.path.join(args.build_dir, "layerwise")
-    make_checkpoint = os.path.join(args.build_dir, "make_checkpoint")
-    for tool in (layerwise, make_checkpoint):
-        if not os.access(tool, os.X_OK):
-            raise BenchError("%s not found; build first: cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && "
-                             "cmake --build build -j2 (or pass --build-dir)" % tool)
+    layerwise, make_checkpoint = engine_tools(args.build_dir)
     probe_tool = find_hw_probe(args.build_dir)
 
     workdir, created_workdir = make_workdir(args.workdir, "layerwise-kernel-bench-")
@@ -615,7 +582,8 @@ def main():
         results["engine_version"] = version
         llama_bench = None
         if not args.no_llama:
-            llama_bench, results["llama_cpp"] = find_llama(args)
+            bin_dir, info = find_llama_cpp(args.llama_bin, "llama-bench")
+            llama_bench, results["llama_cpp"] = os.path.join(bin_dir, "llama-bench"), {"bin": bin_dir, "info": info}
 
         shape = shapes[args.shape]
         sizes = {d: checkpoint_bytes(shape, d)[1] for d in dtypes}

@@ -34,11 +34,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stream_bench import (run_main, ROOT, BenchError, checkpoint_bytes, describe_machine, fmt_seconds, fmt_size,  # noqa: E402
+from stream_bench import (run_main, engine_tools, find_llama_cpp, ROOT, BenchError, checkpoint_bytes, describe_machine, fmt_seconds, fmt_size,  # noqa: E402
                           indent, known_shapes, make_workdir, parse_engine_size, parse_size, print_table,
                           reset_own_peak_rss, run_tool, say)
 
-LLAMA_BUILD_SCRIPT = os.path.join(ROOT, "bench", "build_llama_cpp.sh")
 
 
 # ----------------------------------------------------------------------------- rows
@@ -416,11 +415,7 @@ def main():
     llama_rows = 0 if args.no_llama else min(args.llama_rows, args.rows)
     limited_rows = 0 if args.no_llama else min(args.llama_limited_rows, args.rows)
 
-    layerwise = os.path.join(args.build_dir, "layerwise")
-    make_checkpoint = os.path.join(args.build_dir, "make_checkpoint")
-    for tool in (layerwise, make_checkpoint):
-        if not os.access(tool, os.X_OK):
-            raise BenchError("%s not found; build first (scripts/setup.sh) or pass --build-dir" % tool)
+    layerwise, make_checkpoint = engine_tools(args.build_dir)
 
     workdir, created_workdir = make_workdir(args.workdir, "layerwise-score-bench-")
     scratch = os.path.join(workdir, "score-bench")
@@ -442,27 +437,9 @@ def main():
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.path.getmtime(layerwise))), bin_dir))
         results["engine_version"] = version
 
-        llama_bin, llama_info = None, None
+        llama_bin = None
         if llama_rows or limited_rows:
-            if args.llama_bin:
-                llama_bin = os.path.abspath(args.llama_bin)
-            else:
-                say("  llama.cpp     bash bench/build_llama_cpp.sh (builds it on first use, about 5 minutes on 2 cores)")
-                start = time.monotonic()
-                built = subprocess.run(["bash", LLAMA_BUILD_SCRIPT], stdout=subprocess.PIPE, universal_newlines=True)
-                if built.returncode != 0:
-                    raise BenchError("bench/build_llama_cpp.sh failed (exit status %d); --no-llama skips llama.cpp" % built.returncode)
-                llama_bin = built.stdout.strip().splitlines()[-1]
-                if time.monotonic() - start > 5:
-                    say("                built in %.0f s" % (time.monotonic() - start))
-            try:
-                with open(os.path.join(llama_bin, "BUILD-INFO")) as f:
-                    llama_info = f.read().strip()
-            except OSError:
-                llama_info = subprocess.run([os.path.join(llama_bin, "llama-perplexity"), "--version"],
-                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                            universal_newlines=True).stdout.strip()
-            say("  llama.cpp     %s: %s" % (llama_bin, llama_info.replace("\n", "; ")))
+            llama_bin, llama_info = find_llama_cpp(args.llama_bin, "llama-perplexity")
             results["llama_cpp"] = {"bin": llama_bin, "info": llama_info}
 
         shape = shapes[args.shape]

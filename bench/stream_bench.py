@@ -738,12 +738,7 @@ def main():
     if args.prefill < 1 or args.decode < 2:
         parser.error("--prefill must be at least 1 and --decode at least 2 (the first token comes from prefill)")
 
-    layerwise = os.path.join(args.build_dir, "layerwise")
-    make_checkpoint = os.path.join(args.build_dir, "make_checkpoint")
-    for tool in (layerwise, make_checkpoint):
-        if not os.access(tool, os.X_OK):
-            raise BenchError("%s not found; build first: cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && "
-                             "cmake --build build -j2 (or pass --build-dir)" % tool)
+    layerwise, make_checkpoint = engine_tools(args.build_dir)
 
     workdir, created_workdir = make_workdir(args.workdir, "layerwise-bench-")
     hf_dir, split_dir, bin_dir = (os.path.join(workdir, name) for name in ("hf", "split", "bin"))
@@ -837,6 +832,47 @@ def main():
             if created_workdir:
                 shutil.rmtree(workdir, ignore_errors=True)
             say("\nremoved %s" % (workdir if created_workdir else ", ".join(created) or "nothing"))
+
+
+LLAMA_BUILD_SCRIPT = os.path.join(ROOT, "bench", "build_llama_cpp.sh")
+
+
+def engine_tools(build_dir):
+    """build_dir's layerwise and make_checkpoint, or a BenchError saying how to build them."""
+    tools = [os.path.join(build_dir, name) for name in ("layerwise", "make_checkpoint")]
+    for tool in tools:
+        if not os.access(tool, os.X_OK):
+            raise BenchError("%s not found; build first: cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && "
+                             "cmake --build build -j2 (or pass --build-dir)" % tool)
+    return tools
+
+
+def find_llama_cpp(llama_bin, tool):
+    """The folder holding llama.cpp's `tool`: llama_bin (--llama-bin) when given, else
+    bench/build_llama_cpp.sh's (built on first use). Returns (folder, build info)."""
+    if llama_bin:
+        bin_dir = os.path.abspath(llama_bin)
+    else:
+        say("  llama.cpp     bash bench/build_llama_cpp.sh (builds it on first use, about 5 minutes on 2 cores)")
+        start = time.monotonic()
+        built = subprocess.run(["bash", LLAMA_BUILD_SCRIPT], stdout=subprocess.PIPE, universal_newlines=True)
+        if built.returncode != 0 or not built.stdout.strip():
+            raise BenchError("bench/build_llama_cpp.sh failed (exit status %d); --no-llama skips llama.cpp" %
+                             built.returncode)
+        bin_dir = built.stdout.strip().splitlines()[-1]
+        if time.monotonic() - start > 5:
+            say("                built in %.0f s" % (time.monotonic() - start))
+    path = os.path.join(bin_dir, tool)
+    if not os.access(path, os.X_OK):
+        raise BenchError("%s not found (--llama-bin names the folder holding %s)" % (path, tool))
+    try:
+        with open(os.path.join(bin_dir, "BUILD-INFO")) as f:
+            info = f.read().strip()
+    except OSError:
+        info = subprocess.run([path, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True).stdout.strip()
+    say("  llama.cpp     %s: %s" % (bin_dir, info.replace("\n", "; ")))
+    return bin_dir, info
 
 
 def run_main(main_function, name):

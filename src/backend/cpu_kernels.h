@@ -48,7 +48,6 @@ struct Kernels {
   void (*dot4_half)(const float* x, const uint16_t* const* w, int64_t n, bool f16, float* out);
   // F16 / BF16 to float32.
   void (*half_to_f32)(const uint16_t* in, bool f16, float* out, int64_t n);
-  float (*dot)(const float* a, const float* b, int64_t n);
   // y = x * rsqrt(mean(x^2) + eps) * gain
   void (*rmsnorm)(float* y, const float* x, const float* gain, int64_t n, float eps);
   // gate = silu(gate) * up

@@ -76,7 +76,7 @@ void dot4x4_avx512(const float* const* x, const float* const* w, int64_t n, floa
 
 }  // namespace
 
-extern const Kernels kAvx512Kernels = {Level::Avx512, dot4x4_avx512, dot4_avx512, dot4_half_avx512, half_to_f32_impl,
-                                       dot_impl,      rmsnorm_impl,  swiglu_impl, attend_impl};
+extern const Kernels kAvx512Kernels = {Level::Avx512,   dot4x4_avx512, dot4_avx512, dot4_half_avx512,
+                                       half_to_f32_impl, rmsnorm_impl,  swiglu_impl, attend_impl};
 
 }  // namespace lw::cpu

@@ -75,7 +75,7 @@ inline void tail_into_lanes(float* lanes, const float* x, const float* w, int64_
   for (int l = 0; l < kLanes; l++) lanes[l] = multiply_add(xt[l], wt[l], lanes[l]);
 }
 
-float dot_impl(const float* a, const float* b, int64_t n) {
+inline float dot_impl(const float* a, const float* b, int64_t n) {
   float lanes[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
@@ -232,9 +232,7 @@ inline void accumulate_values_avx512(float* acc_a, float* acc_b, float correctio
   }
   for (int v = 0; v < kVectors; v++) _mm512_storeu_ps(acc_a + 16 * v, a[v]), _mm512_storeu_ps(acc_b + 16 * v, b[v]);
 }
-#endif
 
-#if defined(__AVX512F__)
 // Four queries at once, for heads of a multiple of 64 floats: twice the multiply-adds per load of
 // the pair kernels. Per query the arithmetic is theirs (scores one chain over d; values scaled by
 // the correction, then one multiply-add per key), so results do not depend on the grouping.

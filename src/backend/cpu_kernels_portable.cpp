@@ -3,7 +3,7 @@
 
 namespace lw::cpu {
 
-extern const Kernels kPortableKernels = {Level::Portable, dot4x4_impl,  dot4_impl,   dot4_half_impl, half_to_f32_impl,
-                                         dot_impl,        rmsnorm_impl, swiglu_impl, attend_impl};
+extern const Kernels kPortableKernels = {Level::Portable, dot4x4_impl,  dot4_impl,   dot4_half_impl,
+                                         half_to_f32_impl, rmsnorm_impl, swiglu_impl, attend_impl};
 
 }  // namespace lw::cpu
