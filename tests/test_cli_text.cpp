@@ -83,7 +83,7 @@ TEST(CliText, PromptsFileRunsTextPromptsTogether) {
     EXPECT_EQ(printed.substr(prompt.size()).rfind(json["text"].get<std::string>(), 0), 0u) << json["text"];
     EXPECT_GT(json["text"].get<std::string>().size(), 60u);
   }
-  EXPECT_NE(result.err.find("sweeps    30;"), std::string::npos) << "one prefill sweep, then one per step: " << result.err;
+  EXPECT_NE(result.err.find("sweeps    30 in "), std::string::npos) << "one prefill sweep, then one per step: " << result.err;
 }
 
 TEST(CliText, ChatUsesTheModelsTemplateAndStopsAtTheEndOfTurn) {

@@ -102,9 +102,9 @@ int run_bench(const BenchArgs& args) {
   if (progress) std::fprintf(stderr, "%60s\r", "");
 
   // Every unit but the embedding table (looked up one row per token) is read for each token.
-  const std::vector<uint64_t> unit_bytes = engine.unit_memory_bytes();
+  const auto& units = engine.checkpoint().units;
   uint64_t weight_bytes_per_token = 0;
-  for (size_t u = 1; u < unit_bytes.size(); u++) weight_bytes_per_token += unit_bytes[u];
+  for (size_t u = 1; u < units.size(); u++) weight_bytes_per_token += units[u].loaded_bytes();
 
   nlohmann::ordered_json report;
   report["model"] = args.run.model;

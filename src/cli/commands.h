@@ -9,9 +9,9 @@
 namespace lw::cli {
 
 struct RunOptions {  // how the engine runs
-  std::string model, max_memory, compute_dtype;
+  std::string model, max_memory, compute_dtype, io = "auto";
   int threads = 0;
-  bool no_prefetch = false, quiet = false;
+  bool no_prefetch = false, quiet = false, profile = false;
 };
 
 struct GenerateArgs {
@@ -63,7 +63,13 @@ int run_score(const ScoreArgs& args);
 int run_bench(const BenchArgs& args);
 int run_perplexity(const PerplexityArgs& args);
 int run_chat(const ChatArgs& args);
-int run_info(const std::string& model, const std::string& max_memory, int context, int batch);
+struct InfoArgs {
+  std::string model, max_memory, io = "auto";
+  int context = 0, batch = 1;
+  bool no_measure = false;
+};
+
+int run_info(const InfoArgs& args);
 int run_tokenize(const TokenizeArgs& args);
 int run_detokenize(const std::string& model, const std::string& ids, bool skip_special);
 
@@ -71,8 +77,12 @@ int run_detokenize(const std::string& model, const std::string& ids, bool skip_s
 uint64_t memory_option(const std::string& text);
 EngineOptions engine_options(const RunOptions& run);
 std::string compute_description(const Engine& engine);
-void print_memory_stats(const Engine& engine);  // "memory    budget ...; plan ...; peak RSS ..." on stderr  // "bf16 matrix products (AMX ...)"
 std::string seconds_text(double seconds);  // "1.234 s"
+// Statistics on stderr (report.cpp): memory alone, or sweeps, reads, memory and (profile) a
+// line per sweep and per layer. sequences > 0: the run generated for that many sequences, so
+// its one-token sweeps are summarised and called bound by reading or by computing.
+void print_memory_stats(const Engine& engine);
+void print_stream_report(const Engine& engine, int sequences, bool profile);
 std::vector<int> parse_ids(const std::string& text, const std::string& where);
 
 }  // namespace lw::cli

@@ -36,35 +36,16 @@ std::vector<std::vector<int>> read_lines(const std::string& path, const std::fun
 
 }  // namespace
 
-std::string seconds_text(double seconds) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.3f s", seconds);
-  return text;
-}
-
-void print_memory_stats(const Engine& engine) {
-  std::fprintf(stderr, "memory    budget %s; plan %s; peak RSS %s\n", format_size(engine.budget_bytes()).c_str(),
-               format_size(engine.active_plan().total_bytes()).c_str(), format_size(engine.stats().peak_rss_bytes).c_str());
-}
-
 namespace {
 
 void print_run_stats(const Engine& engine, double load_seconds, double prefill_seconds, int prompt_tokens,
-                     double decode_seconds, int decode_tokens) {
-  const EngineStats stats = engine.stats();
-  const auto& stream = stats.stream;
+                     double decode_seconds, int decode_tokens, int sequences, bool profile) {
   std::fprintf(stderr, "load      %s\n", seconds_text(load_seconds).c_str());
   std::fprintf(stderr, "prefill   %d tokens in %s (%.1f tokens/s)\n", prompt_tokens, seconds_text(prefill_seconds).c_str(),
                prefill_seconds > 0 ? prompt_tokens / prefill_seconds : 0.0);
   std::fprintf(stderr, "decode    %d tokens in %s (%.2f tokens/s)\n", decode_tokens, seconds_text(decode_seconds).c_str(),
                decode_seconds > 0 ? decode_tokens / decode_seconds : 0.0);
-  const double hidden = stream.read_seconds > 0 ? 100.0 * (1.0 - std::min(1.0, stream.wait_seconds / stream.read_seconds)) : 100.0;
-  std::fprintf(stderr, "sweeps    %d; layer loads %llu; read %s in %s (%.2f GB/s); waited for reads %s (%.0f%% of reading hidden)\n",
-               stats.sweeps, static_cast<unsigned long long>(stream.unit_loads), format_size(stream.bytes_read).c_str(),
-               seconds_text(stream.read_seconds).c_str(),
-               stream.read_seconds > 0 ? static_cast<double>(stream.bytes_read) / stream.read_seconds / 1e9 : 0.0,
-               seconds_text(stream.wait_seconds).c_str(), hidden);
-  print_memory_stats(engine);
+  print_stream_report(engine, sequences, profile);
   std::fprintf(stderr, "compute   %s\n", compute_description(engine).c_str());
 }
 
@@ -85,7 +66,7 @@ struct Output {
 };
 
 std::vector<std::vector<int>> run_and_print(Engine& engine, const std::vector<std::vector<int>>& prompts,
-                                            const GenerateOptions& options, const Output& output, bool quiet,
+                                            const GenerateOptions& options, const Output& output, const RunOptions& run,
                                             double load_seconds) {
   const bool stream = prompts.size() == 1;
   const bool text = output.tokenizer && !output.ids;
@@ -123,12 +104,12 @@ std::vector<std::vector<int>> run_and_print(Engine& engine, const std::vector<st
     }
   }
   std::fflush(stdout);
-  if (!quiet) {
+  if (!run.quiet) {
     size_t prompt_tokens = 0;
     for (const auto& prompt : prompts) prompt_tokens += prompt.size();
     const int decoded = std::max(0, produced - static_cast<int>(prompts.size()));
     print_run_stats(engine, load_seconds, produced ? first_token - start : 0, static_cast<int>(prompt_tokens),
-                    produced ? finished - first_token : 0, decoded);
+                    produced ? finished - first_token : 0, decoded, static_cast<int>(prompts.size()), run.profile);
   }
   return outputs;
 }
@@ -178,7 +159,7 @@ int run_generate(const GenerateArgs& args) {
   for (const auto& prompt : prompts)
     for (int id : prompt)
       if (id >= vocab) fail("token id " + std::to_string(id) + " is outside the vocabulary (0.." + std::to_string(vocab - 1) + ")");
-  run_and_print(engine, prompts, options, {tokenizer ? &*tokenizer : nullptr, args.output_ids}, args.run.quiet,
+  run_and_print(engine, prompts, options, {tokenizer ? &*tokenizer : nullptr, args.output_ids}, args.run,
                 now_seconds() - start);
   return 0;
 }
@@ -206,8 +187,10 @@ int run_chat(const ChatArgs& args) {
     messages.push_back({{"role", "user"}, {"content", line}});
     ChatPrompt chat = render_chat(tokenizer, messages, args.run.model);
     options.stop_token_ids = chat.stop_ids;
+    RunOptions report = args.run;
+    report.quiet = args.run.quiet || interactive;
     auto outputs = run_and_print(engine, {std::vector<int>(chat.ids.begin(), chat.ids.end())}, options, {&tokenizer, false},
-                                 args.run.quiet || interactive, load_seconds);
+                                 report, load_seconds);
     std::vector<int32_t> reply(outputs[0].begin(), outputs[0].end());
     messages.push_back({{"role", "assistant"}, {"content", tokenizer.decode(reply, true)}});
     if (!interactive) break;

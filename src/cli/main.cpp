@@ -22,7 +22,13 @@ void add_run_options(CLI::App* command, RunOptions& run) {
                       "Precision of matrix products: f32, or bf16 (AMX where the CPU has it; activations rounded to "
                       "bfloat16). Default: bf16 for BF16 checkpoints, else f32")
       ->check(CLI::IsMember({"f32", "bf16", "float32", "bfloat16"}));
+  command->add_option("--io", run.io,
+                      "Read weights through the page cache (cached), around it with O_DIRECT (direct), or decide from "
+                      "whether they can stay cached beside the budget (auto)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cached", "direct"}));
   command->add_flag("--no-prefetch", run.no_prefetch, "Read each layer only when needed (a baseline for measurements)");
+  command->add_flag("--profile", run.profile, "Also print a line per sweep and per layer: reading, waiting, computing");
   command->add_flag("--quiet", run.quiet, "No statistics on stderr");
 }
 
@@ -95,13 +101,16 @@ int main(int argc, char** argv) {
   bench->add_option("--seed", bench_args.seed, "Seed of the random token ids")->capture_default_str();
   bench->add_flag("--json", bench_args.json, "Print one JSON object instead of a table");
 
-  std::string info_model, info_memory;
-  int info_context = 0, info_batch = 1;
-  auto* info = app.add_subcommand("info", "Show a model's architecture, unit sizes and the memory plan for a budget");
-  info->add_option("--model", info_model, "Hugging Face model directory, layerwise split directory or GGUF file")->required();
-  info->add_option("--max-memory", info_memory, "Memory budget to plan for, e.g. 2GiB");
-  info->add_option("--context", info_context, "Tokens per sequence to plan the KV cache for (default: max positions, at most 2048)")->check(CLI::PositiveNumber);
-  info->add_option("--batch", info_batch, "Sequences to plan for")->capture_default_str()->check(CLI::PositiveNumber);
+  InfoArgs info_args;
+  auto* info = app.add_subcommand("info", "Show a model's architecture, unit sizes, the memory plan for a budget and its predicted speed");
+  info->add_option("--model", info_args.model, "Hugging Face model directory, layerwise split directory or GGUF file")->required();
+  info->add_option("--max-memory", info_args.max_memory, "Memory budget to plan for, e.g. 2GiB");
+  info->add_option("--context", info_args.context, "Tokens per sequence to plan the KV cache for (default: max positions, at most 2048)")->check(CLI::PositiveNumber);
+  info->add_option("--batch", info_args.batch, "Sequences to plan for")->capture_default_str()->check(CLI::PositiveNumber);
+  info->add_option("--io", info_args.io, "Plan reads through the page cache (cached), around it (direct) or either (auto)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cached", "direct"}));
+  info->add_flag("--no-measure", info_args.no_measure, "Skip measuring read and kernel speeds (no predicted sweep time)");
 
   lw::SplitOptions split_options;
   std::string split_dtype;
@@ -152,7 +161,7 @@ int main(int argc, char** argv) {
     if (score->parsed()) return run_score(score_args);
     if (perplexity->parsed()) return run_perplexity(perplexity_args);
     if (bench->parsed()) return run_bench(bench_args);
-    if (info->parsed()) return run_info(info_model, info_memory, info_context, info_batch);
+    if (info->parsed()) return run_info(info_args);
     if (tokenize->parsed()) {
       if (tokenize_args.text.empty() && tokenize_args.file.empty()) lw::fail("tokenize needs a text or --file");
       return run_tokenize(tokenize_args);

@@ -24,6 +24,7 @@ std::string compute_description(const Engine& engine) {
 EngineOptions engine_options(const RunOptions& run) {
   EngineOptions options{memory_option(run.max_memory), run.threads, !run.no_prefetch};
   if (!run.compute_dtype.empty()) options.compute_dtype = dtype_from_user(run.compute_dtype);
+  options.io_mode = parse_io_mode(run.io);
   return options;
 }
 
@@ -45,8 +46,13 @@ std::vector<int> parse_ids(const std::string& text, const std::string& where) {
   return ids;
 }
 
-int run_info(const std::string& model, const std::string& max_memory, int context, int batch) {
-  Engine engine(model, {memory_option(max_memory), 0, true});
+int run_info(const InfoArgs& args) {
+  const std::string& model = args.model;
+  const int batch = args.batch;
+  int context = args.context;
+  EngineOptions options{memory_option(args.max_memory), 0, true};
+  options.io_mode = parse_io_mode(args.io);
+  Engine engine(model, options);
   const auto& checkpoint = engine.checkpoint();
   const auto& c = engine.config();
   if (context <= 0) context = std::min(c.max_position, 2048);
@@ -81,10 +87,11 @@ int run_info(const std::string& model, const std::string& max_memory, int contex
   }
   std::printf("  total      %s -> %s\n", format_size(total).c_str(), format_size(total_loaded).c_str());
   std::printf("plan          budget %s%s, %d sequence(s) of %d tokens\n", format_size(engine.budget_bytes()).c_str(),
-              max_memory.empty() ? " (default: 80% of available memory)" : "", batch, context);
+              args.max_memory.empty() ? " (default: 80% of available memory)" : "", batch, context);
   std::vector<std::string> names;
   for (const auto& unit : checkpoint.units) names.push_back(unit.recipe.name);
   std::printf("%s", describe_plan(plan, names).c_str());
+  if (!args.no_measure) std::printf("%s", describe_prediction(plan, engine.measure_speeds(plan)).c_str());
   return 0;
 }
 

@@ -171,14 +171,6 @@ std::string rate_text(size_t done, size_t total, double seconds) {
   return text;
 }
 
-void print_stream_stats(const Engine& engine, double seconds) {
-  const EngineStats stats = engine.stats();
-  std::fprintf(stderr, "sweeps    %d in %.3f s; layer loads %llu; read %s in %.3f s; waited for reads %.3f s\n", stats.sweeps,
-               seconds, static_cast<unsigned long long>(stats.stream.unit_loads), format_size(stats.stream.bytes_read).c_str(),
-               stats.stream.read_seconds, stats.stream.wait_seconds);
-  print_memory_stats(engine);
-}
-
 }  // namespace
 
 int run_score(const ScoreArgs& args) {
@@ -238,7 +230,7 @@ int run_score(const ScoreArgs& args) {
     std::fprintf(stderr, "score     %zu rows, %zu choices, %zu tokens in %d batches of up to %d tokens%s: %.3f s (%.2f rows/s)\n",
                  rows.size(), choices, stats.tokens, stats.batches, stats.tokens_per_batch,
                  options.share_prefix ? "" : " (no prefix sharing)", seconds, static_cast<double>(rows.size()) / seconds);
-    print_stream_stats(engine, seconds);
+    print_stream_report(engine, 0, args.run.profile);
   }
   if (malformed) {
     std::fprintf(stderr, "layerwise: error: %s: %d malformed line(s); the other %zu rows were scored\n", args.input.c_str(),
@@ -253,7 +245,6 @@ int run_perplexity(const PerplexityArgs& args) {
   const Tokenizer tokenizer = load_tokenizer(args.run.model);
   const auto encoded = tokenizer.encode(text, true, false);
   const std::vector<int> ids(encoded.begin(), encoded.end());
-  const double start = now_seconds();
   Engine engine(args.run.model, engine_options(args.run));
   const int context = args.context > 0 ? args.context : std::min(engine.config().max_position, 4096);
   const int stride = args.stride > 0 ? args.stride : std::max(1, context / 2);
@@ -275,7 +266,7 @@ int run_perplexity(const PerplexityArgs& args) {
   if (!args.run.quiet) {
     std::fprintf(stderr, "perplexity %.4f over %zu tokens (%d windows of up to %d tokens, stride %d)\n", result.perplexity(),
                  result.tokens_scored, result.windows, context, stride);
-    print_stream_stats(engine, now_seconds() - start);
+    print_stream_report(engine, 0, args.run.profile);
   }
   return 0;
 }

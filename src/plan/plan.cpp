@@ -1,6 +1,7 @@
 #include "plan/plan.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <sstream>
 
 #include "common/error.h"
@@ -10,6 +11,37 @@ namespace lw {
 namespace {
 // Allocator slack, thread stacks and small bookkeeping that no single buffer accounts for.
 constexpr uint64_t kOverheadBytes = 8ull << 20;
+}  // namespace
+
+const char* io_mode_name(IoMode mode) {
+  switch (mode) {
+    case IoMode::Auto: return "auto";
+    case IoMode::Cached: return "cached";
+    case IoMode::Direct: return "direct";
+  }
+  return "?";
+}
+
+IoMode parse_io_mode(const std::string& text) {
+  if (text == "auto") return IoMode::Auto;
+  if (text == "cached") return IoMode::Cached;
+  if (text == "direct") return IoMode::Direct;
+  fail("--io '" + text + "' is not one of auto, cached, direct");
+}
+
+namespace {
+void decide_io(MemoryPlan& plan, const PlanRequest& request) {
+  if (request.io_mode != IoMode::Auto) {
+    plan.direct_io = request.io_mode == IoMode::Direct;
+    plan.io_reason = std::string("--io ") + io_mode_name(request.io_mode);
+    return;
+  }
+  // Cached only with a tenth to spare: the rest of the machine's files need the cache too.
+  const bool fits = plan.weight_bytes <= request.cache_room_bytes / 10 * 9;
+  plan.direct_io = !fits;
+  plan.io_reason = format_size(plan.weight_bytes) + " of weights " + (fits ? "fit" : "cannot stay") +
+                   " in the page cache beside the budget (" + format_size(request.cache_room_bytes) + " free)";
+}
 }  // namespace
 
 uint64_t MemoryPlan::total_bytes() const {
@@ -51,6 +83,8 @@ MemoryPlan plan_memory(const ModelConfig& config, const std::vector<uint64_t>& u
     largest_unit = std::max(largest_unit, unit_bytes[u]);
     all_units += unit_bytes[u];
   }
+  plan.weight_bytes = all_units;
+  decide_io(plan, request);
   plan.minimum_budget = fixed + activations(min_tokens) + largest_unit;
   if (request.budget_bytes < plan.minimum_budget) {
     fail("--max-memory " + format_size(request.budget_bytes) + " is too small: this run needs at least " +
@@ -110,6 +144,8 @@ std::string describe_plan(const MemoryPlan& plan, const std::vector<std::string>
       << (plan.stream_slots >= 2 ? " (reads one unit ahead)" : plan.streams() ? " (no read-ahead: budget too small)" : "")
       << "\n";
   out << "  read per sweep      " << format_size(plan.streamed_bytes_per_sweep) << "\n";
+  out << "  reads               " << (plan.direct_io ? "direct, around the page cache" : "through the page cache") << " ("
+      << plan.io_reason << ")\n";
   out << "  tokens per sweep    " << plan.tokens_per_sweep << "\n";
   out << "  KV cache            " << format_size(plan.kv_bytes) << "\n";
   out << "  activations         " << format_size(plan.activation_bytes) << "\n";
@@ -117,6 +153,30 @@ std::string describe_plan(const MemoryPlan& plan, const std::vector<std::string>
   out << "  total               " << format_size(plan.total_bytes()) << " (minimum for this request "
       << format_size(plan.minimum_budget) << ")\n";
   return out.str();
+}
+
+SweepPrediction predict_decode_sweep(const MemoryPlan& plan, const MeasuredSpeeds& speeds) {
+  SweepPrediction prediction;
+  if (speeds.read_bytes_per_second > 0)
+    prediction.read_seconds = static_cast<double>(plan.streamed_bytes_per_sweep) / speeds.read_bytes_per_second;
+  if (speeds.compute_bytes_per_second > 0)
+    prediction.compute_seconds = static_cast<double>(plan.weight_bytes) / speeds.compute_bytes_per_second;
+  // Two buffers overlap reading and computing; one buffer reads and computes in turn.
+  prediction.sweep_seconds = plan.stream_slots >= 2 || !plan.streams()
+                                 ? std::max(prediction.read_seconds, prediction.compute_seconds)
+                                 : prediction.read_seconds + prediction.compute_seconds;
+  return prediction;
+}
+
+std::string describe_prediction(const MemoryPlan& plan, const MeasuredSpeeds& speeds) {
+  const SweepPrediction p = predict_decode_sweep(plan, speeds);
+  char line[512];
+  std::snprintf(line, sizeof line,
+                "  measured            reads %.2f GB/s, kernels %.2f GB/s of weights (one token)\n"
+                "  decode sweep        %.3f s predicted: reading %.3f s, computing %.3f s (%s)\n",
+                speeds.read_bytes_per_second / 1e9, speeds.compute_bytes_per_second / 1e9, p.sweep_seconds, p.read_seconds,
+                p.compute_seconds, !plan.streams() ? "nothing streamed" : p.io_bound() ? "bound by reading" : "bound by computing");
+  return line;
 }
 
 }  // namespace lw

@@ -10,6 +10,13 @@
 
 namespace lw {
 
+// Whether weights are read through the page cache or around it (O_DIRECT). Auto: through it
+// when all the weights can stay cached beside the budget, around it otherwise, so that streaming
+// a model that cannot stay cached does not evict every other file the machine has cached.
+enum class IoMode { Auto, Cached, Direct };
+const char* io_mode_name(IoMode mode);
+IoMode parse_io_mode(const std::string& text);  // "auto", "cached", "direct"; throws lw::Error otherwise
+
 struct PlanRequest {
   uint64_t budget_bytes = 0;
   int sequences = 1;          // sequences that advance together
@@ -20,6 +27,8 @@ struct PlanRequest {
   int threads = 1;
   int kv_positions = 0;       // KV positions of all sequences together; 0: sequences x context_tokens
   int logit_chunk = 0;        // with all_logits: logits held at most this many rows at a time (0: all)
+  IoMode io_mode = IoMode::Auto;
+  uint64_t cache_room_bytes = 0;  // memory the machine has beyond this budget, where the page cache can live
 };
 
 struct MemoryPlan {
@@ -32,6 +41,9 @@ struct MemoryPlan {
   uint64_t total_bytes() const;
   uint64_t minimum_budget = 0;  // the least budget that runs this request at all
   uint64_t streamed_bytes_per_sweep = 0;
+  uint64_t weight_bytes = 0;  // all loadable units together: what a sweep computes on
+  bool direct_io = false;     // read around the page cache
+  std::string io_reason;      // why, in words
   int resident_units() const;
   bool streams() const { return stream_slots > 0; }
 };
@@ -44,5 +56,19 @@ uint64_t activation_bytes(const ModelConfig& config, int tokens, int logit_rows,
 MemoryPlan plan_memory(const ModelConfig& config, const std::vector<uint64_t>& unit_bytes, const PlanRequest& request);
 
 std::string describe_plan(const MemoryPlan& plan, const std::vector<std::string>& unit_names);
+
+// Measured speeds of this machine for this checkpoint (Engine::measure_speeds).
+struct MeasuredSpeeds {
+  double read_bytes_per_second = 0;     // the plan's reads (direct: the disk; cached: as cached now)
+  double compute_bytes_per_second = 0;  // weights a one-token sweep computes on, per second
+};
+// A decode sweep (one token per sequence) streams what is not resident while the kernels run
+// over all the weights; with read-ahead the two overlap and the longer one sets the pace.
+struct SweepPrediction {
+  double read_seconds = 0, compute_seconds = 0, sweep_seconds = 0;
+  bool io_bound() const { return read_seconds > compute_seconds; }
+};
+SweepPrediction predict_decode_sweep(const MemoryPlan& plan, const MeasuredSpeeds& speeds);
+std::string describe_prediction(const MemoryPlan& plan, const MeasuredSpeeds& speeds);
 
 }  // namespace lw

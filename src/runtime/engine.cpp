@@ -5,6 +5,7 @@
 
 #include "common/error.h"
 #include "common/system.h"
+#include "io/read_pipeline.h"
 
 namespace lw {
 
@@ -17,7 +18,7 @@ Engine::Engine(const std::string& model_path, const EngineOptions& options)
     for (const auto& tensor : unit.tensors)
       if (tensor.shape.size() == 2 && tensor.dtype != DType::BF16) all_bf16 = false;
   backend_->set_compute_dtype(options.compute_dtype.value_or(all_bf16 ? DType::BF16 : DType::F32));
-  reader_ = std::make_unique<UnitReader>(checkpoint_);
+  embedding_ = std::make_unique<EmbeddingReader>(checkpoint_);
 }
 
 Engine::~Engine() { end(); }
@@ -39,7 +40,66 @@ MemoryPlan Engine::plan(const RunShape& shape) const {
   request.all_logits = shape.all_logits;
   request.process_bytes = options_.count_process ? current_rss_bytes() : 0;
   request.threads = backend_->threads();
+  request.io_mode = options_.io_mode;
+  // The page cache can live in what the machine has beyond this run's budget.
+  const uint64_t taken = budget_ > current_rss_bytes() ? budget_ - current_rss_bytes() : 0;
+  const uint64_t available = available_memory_bytes();
+  request.cache_room_bytes = available > taken ? available - taken : 0;
   return plan_memory(config(), unit_memory_bytes(), request);
+}
+
+MeasuredSpeeds Engine::measure_speeds(const MemoryPlan& plan) const {
+  std::vector<int> candidates;  // the plan's streamed units, largest first; all units when none streams
+  for (size_t u = 1; u < checkpoint_.units.size(); u++)
+    if (!plan.streams() || !plan.resident[u]) candidates.push_back(static_cast<int>(u));
+  std::vector<UnitLayout> layouts;
+  for (const auto& unit : checkpoint_.units) layouts.push_back(layout_unit(unit));
+  std::stable_sort(candidates.begin(), candidates.end(),
+                   [&](int a, int b) { return layouts[static_cast<size_t>(a)].buffer_bytes > layouts[static_cast<size_t>(b)].buffer_bytes; });
+  MeasuredSpeeds speeds;
+  if (candidates.empty()) return speeds;
+  const UnitLayout& largest = layouts[static_cast<size_t>(candidates[0])];
+  MappedBuffer buffer(largest.buffer_bytes);
+  ReadPipeline pipeline(checkpoint_.files, plan.direct_io);
+  // Reads: distinct units (a re-read would come from the cache), at least 64 MiB or 0.3 s.
+  uint64_t bytes = 0;
+  double seconds = 0;
+  int unit = candidates[0];
+  for (size_t i = 0; i < candidates.size() && (bytes < (64ull << 20) || seconds < 0.3) && seconds < 2; i++) {
+    unit = candidates[i];
+    const double start = now_seconds();
+    bytes += read_unit(pipeline, layouts[static_cast<size_t>(unit)], buffer.data());
+    seconds += now_seconds() - start;
+  }
+  speeds.read_bytes_per_second = seconds > 0 ? static_cast<double>(bytes) / seconds : 0;
+
+  // Kernels: the last unit read, still in the buffer; one token through each of its matrices.
+  const UnitLayout& layout = layouts[static_cast<size_t>(unit)];
+  const UnitWeights weights = unit_weights(checkpoint_.units[static_cast<size_t>(unit)], layout, buffer.data());
+  std::vector<const WeightView*> matrices;
+  uint64_t matrix_bytes = 0, widest = 0;
+  for (int r = 0; r < static_cast<int>(Role::Count); r++)
+    if (weights.has[r] && weights.views[r].rows > 1) {
+      matrices.push_back(&weights.views[r]);
+      matrix_bytes += static_cast<uint64_t>(weights.views[r].rows) * weights.views[r].cols * dtype_size(weights.views[r].dtype);
+      widest = std::max<uint64_t>(widest, std::max(weights.views[r].rows, weights.views[r].cols));
+    }
+  if (matrices.empty()) return speeds;
+  float* in = backend_->allocate(widest);
+  float* out = backend_->allocate(widest);
+  for (uint64_t i = 0; i < widest; i++) in[i] = 0.001f * static_cast<float>(i % 97);
+  int passes = 0;
+  const double start = now_seconds();
+  double elapsed = 0;
+  do {
+    for (const WeightView* matrix : matrices) backend_->matmul(out, in, 1, *matrix, nullptr);
+    passes++;
+    elapsed = now_seconds() - start;
+  } while (elapsed < 0.2);
+  backend_->release(in);
+  backend_->release(out);
+  speeds.compute_bytes_per_second = static_cast<double>(matrix_bytes) * passes / elapsed;
+  return speeds;
 }
 
 float* Engine::buffer(size_t floats) {
@@ -72,7 +132,8 @@ void Engine::begin(const RunShape& shape) {
   set_sequences(std::vector<SequenceSpan>(static_cast<size_t>(shape.sequences), SequenceSpan{0, shape.context_tokens, -1}));
   rope_length_ = 0;  // each run starts from the trained context, like a freshly loaded model
   inverse_frequencies_.clear();
-  streamer_ = std::make_unique<Streamer>(checkpoint_, *reader_, plan_, options_.prefetch);
+  streamer_ = std::make_unique<Streamer>(checkpoint_, plan_, options_.prefetch);
+  io_description_ = streamer_->io_description();
 }
 
 void Engine::set_sequences(const std::vector<SequenceSpan>& spans) {
@@ -98,13 +159,7 @@ void Engine::set_sequences(const std::vector<SequenceSpan>& spans) {
 
 void Engine::end() {
   if (streamer_) {
-    StreamStats stats = streamer_->stats();
-    if (finished_stream_stats_.loads_per_unit.empty()) finished_stream_stats_.loads_per_unit.assign(stats.loads_per_unit.size(), 0);
-    finished_stream_stats_.bytes_read += stats.bytes_read;
-    finished_stream_stats_.unit_loads += stats.unit_loads;
-    finished_stream_stats_.read_seconds += stats.read_seconds;
-    finished_stream_stats_.wait_seconds += stats.wait_seconds;
-    for (size_t u = 0; u < stats.loads_per_unit.size(); u++) finished_stream_stats_.loads_per_unit[u] += stats.loads_per_unit[u];
+    finished_stream_stats_.add(streamer_->stats());
     streamer_.reset();
   }
   for (float* owned : owned_) backend_->release(owned);
@@ -114,20 +169,34 @@ void Engine::end() {
   kv_sequences_.clear();
 }
 
+int Engine::spare_sequences(int limit) const {
+  auto fits = [&](int extra) {
+    RunShape shape = shape_;
+    shape.sequences += extra;
+    if (shape.kv_positions > 0) shape.kv_positions += extra * shape.context_tokens;
+    try {
+      return plan(shape).resident_units() >= plan_.resident_units();
+    } catch (const Error&) {
+      return false;
+    }
+  };
+  int low = 0, high = limit;  // fits(low) holds
+  while (low < high) {
+    const int middle = (low + high + 1) / 2;
+    if (fits(middle)) low = middle;
+    else high = middle - 1;
+  }
+  return low;
+}
+
 EngineStats Engine::stats() const {
   EngineStats stats;
   stats.stream = finished_stream_stats_;
-  if (streamer_) {
-    StreamStats live = streamer_->stats();
-    if (stats.stream.loads_per_unit.empty()) stats.stream.loads_per_unit.assign(live.loads_per_unit.size(), 0);
-    stats.stream.bytes_read += live.bytes_read;
-    stats.stream.unit_loads += live.unit_loads;
-    stats.stream.read_seconds += live.read_seconds;
-    stats.stream.wait_seconds += live.wait_seconds;
-    for (size_t u = 0; u < live.loads_per_unit.size(); u++) stats.stream.loads_per_unit[u] += live.loads_per_unit[u];
-  }
+  if (streamer_) stats.stream.add(streamer_->stats());
   stats.sweeps = sweeps_;
   stats.sweep_seconds = sweep_seconds_;
+  stats.sweep_log = sweep_log_;
+  stats.compute_seconds_per_unit = compute_seconds_per_unit_;
   stats.peak_rss_bytes = peak_rss_bytes();
   return stats;
 }
@@ -203,14 +272,19 @@ void Engine::sweep(const std::vector<Token>& tokens, const std::vector<int>& log
     inverse_frequencies_ = rope_inverse_frequencies(c, length);
     rope_length_ = length;
   }
-  reader_->read_embedding_rows(ids.data(), count, x_);
+  const StreamStats before = streamer_->stats();
+  if (compute_seconds_per_unit_.size() < checkpoint_.units.size()) compute_seconds_per_unit_.resize(checkpoint_.units.size());
+  embedding_->read_rows(ids.data(), count, x_);
   for (int layer = 0; layer < c.num_layers; layer++) {
     const UnitWeights& weights = streamer_->acquire(layer + 1);
+    const double computing = now_seconds();
     run_layer(weights, layer, count);
+    compute_seconds_per_unit_[static_cast<size_t>(layer + 1)] += now_seconds() - computing;
     streamer_->release(layer + 1);
   }
   const int head = c.num_layers + 1;
   const UnitWeights& weights = streamer_->acquire(head);
+  const double computing = now_seconds();
   const size_t rows = logit_rows.size(), chunk = sink ? std::min(static_cast<size_t>(shape_.logit_chunk), static_cast<size_t>(plan_.tokens_per_sweep))
                                          : std::max<size_t>(rows, 1);
   for (size_t first = 0; first < rows; first += chunk) {
@@ -223,9 +297,14 @@ void Engine::sweep(const std::vector<Token>& tokens, const std::vector<int>& log
     backend_->matmul(out, xb_, static_cast<int>(in_chunk), weights[Role::LmHead], nullptr);
     if (sink) (*sink)(first, in_chunk, out);
   }
+  compute_seconds_per_unit_[static_cast<size_t>(head)] += now_seconds() - computing;
   streamer_->release(head);
+  const double seconds = now_seconds() - start;
+  const StreamStats after = streamer_->stats();
+  sweep_log_.push_back({count, seconds, after.wait_seconds - before.wait_seconds, after.read_seconds - before.read_seconds,
+                        after.bytes_read - before.bytes_read});
   sweeps_++;
-  sweep_seconds_ += now_seconds() - start;
+  sweep_seconds_ += seconds;
 }
 
 }  // namespace lw

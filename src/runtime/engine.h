@@ -26,6 +26,7 @@ struct EngineOptions {
   // matrices are all stored in BF16 (computed as transformers computes them: BF16 products,
   // F32 accumulation), F32 for everything else.
   std::optional<DType> compute_dtype = std::nullopt;
+  IoMode io_mode = IoMode::Auto;  // reads through the page cache or around it (plan/plan.h)
 };
 
 // What a run will ask of the engine, so memory can be planned before anything is allocated.
@@ -58,10 +59,20 @@ struct Token {
   int32_t position;
 };
 
+// One forward pass. Reads are those finished while it ran (read-ahead for the next sweep included).
+struct SweepRecord {
+  int tokens = 0;
+  double seconds = 0, wait_seconds = 0, read_seconds = 0;
+  uint64_t bytes_read = 0;
+  double compute_seconds() const { return seconds - wait_seconds; }
+};
+
 struct EngineStats {
   StreamStats stream;
   int sweeps = 0;
   double sweep_seconds = 0;  // wall time inside forward()
+  std::vector<SweepRecord> sweep_log;
+  std::vector<double> compute_seconds_per_unit;  // from acquiring a unit to releasing it
   uint64_t peak_rss_bytes = 0;
 };
 
@@ -81,6 +92,9 @@ class Engine {
   const char* matrix_units() const { return backend_->matrix_units(); }
   std::vector<uint64_t> unit_memory_bytes() const;
   MemoryPlan plan(const RunShape& shape) const;  // throws lw::Error if the budget is too small
+  // Reads a few of the plan's streamed units (all units when none streams) the way the plan
+  // reads them, and times the kernels on one of them for one token: ~0.1-1 s.
+  MeasuredSpeeds measure_speeds(const MemoryPlan& plan) const;
 
   // Plans, allocates the KV cache and buffers, and starts reading ahead. The cache starts as
   // shape.sequences sequences of shape.context_tokens positions each.
@@ -98,6 +112,10 @@ class Engine {
   using LogitsSink = std::function<void(size_t first, size_t count, const float* logits)>;
   void forward(const std::vector<Token>& tokens, const std::vector<int>& logit_rows, const LogitsSink& sink);
   EngineStats stats() const;
+  std::string io_description() const { return io_description_; }  // how the last run read (Streamer::io_description)
+  // How many more sequences the last run's plan could have carried without giving up a
+  // resident layer (so without reading more per sweep); at most `limit`.
+  int spare_sequences(int limit) const;
 
  private:
   void run_layer(const UnitWeights& w, int layer, int count);
@@ -108,7 +126,7 @@ class Engine {
   Checkpoint checkpoint_;
   uint64_t budget_ = 0;
   std::unique_ptr<Backend> backend_;
-  std::unique_ptr<UnitReader> reader_;
+  std::unique_ptr<EmbeddingReader> embedding_;
   std::unique_ptr<Streamer> streamer_;
   MemoryPlan plan_;
   RunShape shape_;
@@ -123,6 +141,9 @@ class Engine {
   StreamStats finished_stream_stats_;
   int sweeps_ = 0;
   double sweep_seconds_ = 0;
+  std::vector<SweepRecord> sweep_log_;
+  std::vector<double> compute_seconds_per_unit_;
+  std::string io_description_ = "nothing read yet";
 };
 
 }  // namespace lw

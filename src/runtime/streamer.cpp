@@ -4,13 +4,14 @@
 #include <cstdlib>
 
 #include "common/error.h"
+#include "common/sizes.h"
 #include "common/system.h"
 
 namespace lw {
 namespace {
 
-constexpr uint64_t kAlignment = 64;
-constexpr uint64_t kMaxGapToCoalesce = 4096;
+constexpr uint64_t kAlignment = 64;  // decoded regions: cache lines
+constexpr uint64_t kMaxGapToCoalesce = 64 << 10;
 
 uint64_t align_up(uint64_t value, uint64_t alignment) { return (value + alignment - 1) / alignment * alignment; }
 
@@ -46,51 +47,82 @@ UnitLayout layout_unit(const UnitSource& unit) {
     if (joins) {
       last->bytes = tensor.offset + tensor.bytes - last->offset;
     } else {
-      // Keep the file's alignment modulo 64 so aligned tensors on disk are aligned in memory.
-      uint64_t start = align_up(layout.buffer_bytes, kAlignment) + tensor.offset % kAlignment;
+      // The file's offset modulo a page: a direct read of whole pages lands the bytes here.
+      uint64_t start = align_up(layout.buffer_bytes, kDirectAlignment) + tensor.offset % kDirectAlignment;
       layout.reads.push_back({tensor.file, tensor.offset, tensor.bytes, start});
       last = &layout.reads.back();
     }
     layout.tensor_offsets[i] = last->buffer_offset + (tensor.offset - last->offset);
-    layout.buffer_bytes = std::max(layout.buffer_bytes, last->buffer_offset + last->bytes);
+    layout.buffer_bytes = std::max(layout.buffer_bytes, align_up(last->buffer_offset + last->bytes, kDirectAlignment));
   }
   return layout;
 }
 
-UnitReader::UnitReader(const Checkpoint& checkpoint) : checkpoint_(checkpoint) {
-  for (const auto& path : checkpoint.files) files_.emplace_back(path);
-}
-
-uint64_t UnitReader::read_unit(const UnitLayout& layout, char* buffer) const {
-  uint64_t total = 0;
+uint64_t read_unit(ReadPipeline& pipeline, const UnitLayout& layout, char* buffer) {
+  std::vector<ReadRange> ranges;
   for (const auto& read : layout.reads) {
-    files_[static_cast<size_t>(read.file)].read_at(buffer + read.buffer_offset, read.bytes, read.offset);
-    if (read.decode) decode_rows(*read.decode, buffer + read.region_offset, read.decode->rows());
-    total += read.bytes;
+    const bool direct = pipeline.direct() && !read.decode;  // decoded tensors: unaligned, through the cache
+    const uint64_t head = direct ? read.offset % kDirectAlignment : 0;
+    ranges.push_back({read.file, read.offset - head, direct ? align_up(head + read.bytes, kDirectAlignment) : read.bytes,
+                      head + read.bytes, buffer + read.buffer_offset - head, direct});
   }
-  return total;
+  const uint64_t bytes = pipeline.read(ranges);
+  for (const auto& read : layout.reads)
+    if (read.decode) decode_rows(*read.decode, buffer + read.region_offset, read.decode->rows());
+  return bytes;
 }
 
-void UnitReader::read_embedding_rows(const int32_t* tokens, int count, float* out) const {
-  const TensorLocation& table = checkpoint_.embed().tensors[0];
-  const uint64_t width = table.row_elements(), stored = table.stored_row_bytes(), loaded = table.loaded_row_bytes();
+void StreamStats::add(const StreamStats& other) {
+  bytes_read += other.bytes_read;
+  unit_loads += other.unit_loads;
+  read_seconds += other.read_seconds;
+  wait_seconds += other.wait_seconds;
+  auto add_each = [](auto& into, const auto& from) {
+    if (into.size() < from.size()) into.resize(from.size());
+    for (size_t i = 0; i < from.size(); i++) into[i] += from[i];
+  };
+  add_each(loads_per_unit, other.loads_per_unit);
+  add_each(bytes_per_unit, other.bytes_per_unit);
+  add_each(read_seconds_per_unit, other.read_seconds_per_unit);
+  add_each(wait_seconds_per_unit, other.wait_seconds_per_unit);
+}
+
+EmbeddingReader::EmbeddingReader(const Checkpoint& checkpoint)
+    : table_(checkpoint.embed().tensors[0]), file_(checkpoint.files[static_cast<size_t>(table_.file)]) {}
+
+void EmbeddingReader::read_rows(const int32_t* tokens, int count, float* out) const {
+  const uint64_t width = table_.row_elements(), stored = table_.stored_row_bytes(), loaded = table_.loaded_row_bytes();
   std::vector<char> row(loaded);
   for (int t = 0; t < count; t++) {
-    files_[static_cast<size_t>(table.file)].read_at(row.data() + loaded - stored, stored,
-                                                    table.offset + static_cast<uint64_t>(tokens[t]) * stored);
-    decode_rows(table, row.data(), 1);
-    convert_to_f32(row.data(), table.dtype, width, out + static_cast<uint64_t>(t) * width);
+    file_.read_at(row.data() + loaded - stored, stored, table_.offset + static_cast<uint64_t>(tokens[t]) * stored);
+    decode_rows(table_, row.data(), 1);
+    convert_to_f32(row.data(), table_.dtype, width, out + static_cast<uint64_t>(t) * width);
   }
 }
 
-Streamer::Streamer(const Checkpoint& checkpoint, const UnitReader& reader, const MemoryPlan& plan, bool prefetch)
-    : checkpoint_(checkpoint), reader_(reader), resident_(plan.resident), prefetch_(prefetch) {
+UnitWeights unit_weights(const UnitSource& source, const UnitLayout& layout, const char* buffer) {
+  UnitWeights weights;
+  for (size_t i = 0; i < source.tensors.size(); i++) {
+    const auto& shape = source.tensors[i].shape;
+    int role = static_cast<int>(source.recipe.tensors[i].role);
+    weights.views[role] = {buffer + layout.tensor_offsets[i], source.tensors[i].dtype, shape.size() == 2 ? shape[0] : 1,
+                           shape.back()};
+    weights.has[role] = true;
+  }
+  return weights;
+}
+
+Streamer::Streamer(const Checkpoint& checkpoint, const MemoryPlan& plan, bool prefetch)
+    : checkpoint_(checkpoint), pipeline_(checkpoint.files, plan.direct_io), resident_(plan.resident), prefetch_(prefetch) {
   const size_t units = checkpoint.units.size();
   for (const auto& unit : checkpoint.units) layouts_.push_back(layout_unit(unit));
   resident_buffers_.resize(units);
   resident_weights_.resize(units);
   resident_ready_.assign(units, false);
   stats_.loads_per_unit.assign(units, 0);
+  stats_.bytes_per_unit.assign(units, 0);
+  stats_.read_seconds_per_unit.assign(units, 0);
+  stats_.wait_seconds_per_unit.assign(units, 0);
   for (size_t u = 1; u < units; u++)
     if (resident_[u]) resident_buffers_[u] = MappedBuffer(layouts_[u].buffer_bytes);
   slots_.resize(static_cast<size_t>(plan.stream_slots));
@@ -110,29 +142,26 @@ Streamer::~Streamer() {
   reader_thread_.join();
 }
 
-UnitWeights Streamer::weights_of(int unit, const char* buffer) const {
-  UnitWeights weights;
-  const UnitSource& source = checkpoint_.units[static_cast<size_t>(unit)];
-  const UnitLayout& layout = layouts_[static_cast<size_t>(unit)];
-  for (size_t i = 0; i < source.tensors.size(); i++) {
-    const auto& shape = source.tensors[i].shape;
-    int role = static_cast<int>(source.recipe.tensors[i].role);
-    weights.views[role] = {buffer + layout.tensor_offsets[i], source.tensors[i].dtype, shape.size() == 2 ? shape[0] : 1,
-                           shape.back()};
-    weights.has[role] = true;
-  }
-  return weights;
-}
-
 void Streamer::load(int unit, char* buffer) {
-  double start = now_seconds();
-  uint64_t bytes = reader_.read_unit(layouts_[static_cast<size_t>(unit)], buffer);
-  double seconds = now_seconds() - start;
+  const double start = now_seconds();
+  const uint64_t bytes = read_unit(pipeline_, layouts_[static_cast<size_t>(unit)], buffer);
+  const double seconds = now_seconds() - start;
   std::lock_guard lock(mutex_);
   stats_.bytes_read += bytes;
   stats_.unit_loads++;
-  stats_.loads_per_unit[static_cast<size_t>(unit)]++;
   stats_.read_seconds += seconds;
+  const auto u = static_cast<size_t>(unit);
+  stats_.loads_per_unit[u]++;
+  stats_.bytes_per_unit[u] += bytes;
+  stats_.read_seconds_per_unit[u] += seconds;
+}
+
+std::string Streamer::io_description() const {
+  std::string text = pipeline_.direct() ? "direct" : "through the page cache";
+  text += std::string(" (") + pipeline_.method() + ", up to " + std::to_string(ReadPipeline::kDepth) + " reads of " +
+          format_size(ReadPipeline::kChunkBytes) + " in flight)";
+  if (!pipeline_.direct_refusal().empty()) text += "; direct reads refused: " + pipeline_.direct_refusal();
+  return text;
 }
 
 void Streamer::reader_loop() {
@@ -146,7 +175,8 @@ void Streamer::reader_loop() {
           if (!first_pass) continue;
           load(u, resident_buffers_[static_cast<size_t>(u)].data());
           std::lock_guard lock(mutex_);
-          resident_weights_[static_cast<size_t>(u)] = weights_of(u, resident_buffers_[static_cast<size_t>(u)].data());
+          resident_weights_[static_cast<size_t>(u)] =
+              unit_weights(checkpoint_.units[static_cast<size_t>(u)], layouts_[static_cast<size_t>(u)], resident_buffers_[static_cast<size_t>(u)].data());
           resident_ready_[static_cast<size_t>(u)] = true;
           changed_.notify_all();
           continue;
@@ -165,7 +195,8 @@ void Streamer::reader_loop() {
         load(u, slots_[static_cast<size_t>(slot)].buffer.data());
         std::lock_guard lock(mutex_);
         slots_[static_cast<size_t>(slot)].unit = u;
-        slots_[static_cast<size_t>(slot)].weights = weights_of(u, slots_[static_cast<size_t>(slot)].buffer.data());
+        slots_[static_cast<size_t>(slot)].weights =
+            unit_weights(checkpoint_.units[static_cast<size_t>(u)], layouts_[static_cast<size_t>(u)], slots_[static_cast<size_t>(slot)].buffer.data());
         ready_slots_.push_back(slot);
         changed_.notify_all();
       }
@@ -196,7 +227,9 @@ const UnitWeights& Streamer::acquire(int index) {
     in_use_ = slot;
     found = &slots_[static_cast<size_t>(slot)].weights;
   }
-  stats_.wait_seconds += now_seconds() - start;
+  const double waited = now_seconds() - start;
+  stats_.wait_seconds += waited;
+  stats_.wait_seconds_per_unit[static_cast<size_t>(index)] += waited;
   return *found;
 }
 

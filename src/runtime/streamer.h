@@ -15,11 +15,14 @@
 #include "checkpoint/checkpoint.h"
 #include "common/file.h"
 #include "common/system.h"
+#include "io/read_pipeline.h"
 #include "plan/plan.h"
 
 namespace lw {
 
-// Where a unit's bytes land in its buffer, and the reads that fill it.
+// Where a unit's bytes land in its buffer, and the reads that fill it. A read's bytes land at a
+// buffer offset congruent to their file offset modulo kDirectAlignment, with room to round the
+// read out to whole pages, so the same layout serves reads through and around the page cache.
 struct UnitLayout {
   struct Read {
     int file;
@@ -35,18 +38,19 @@ struct UnitLayout {
 };
 UnitLayout layout_unit(const UnitSource& unit);
 
-// Open file descriptors of a checkpoint, and the reads done through them.
-class UnitReader {
+// Fills buffer (layout.buffer_bytes, page-aligned) with the unit's tensors, decoding those that
+// need it; returns the bytes read from disk.
+uint64_t read_unit(ReadPipeline& pipeline, const UnitLayout& layout, char* buffer);
+
+// Embedding rows of these tokens as float32, read on demand (the table is never loaded whole).
+class EmbeddingReader {
  public:
-  explicit UnitReader(const Checkpoint& checkpoint);
-  // Fills buffer (layout.buffer_bytes) with the unit's tensors; returns bytes read.
-  uint64_t read_unit(const UnitLayout& layout, char* buffer) const;
-  // Embedding rows of these tokens as float32, read on demand (the table is never loaded whole).
-  void read_embedding_rows(const int32_t* tokens, int count, float* out) const;
+  explicit EmbeddingReader(const Checkpoint& checkpoint);
+  void read_rows(const int32_t* tokens, int count, float* out) const;
 
  private:
-  const Checkpoint& checkpoint_;
-  std::vector<File> files_;  // parallel to checkpoint.files
+  const TensorLocation& table_;
+  File file_;
 };
 
 // The weights of one loaded unit, by role.
@@ -56,18 +60,23 @@ struct UnitWeights {
   const WeightView& operator[](Role role) const { return views[static_cast<int>(role)]; }
   const WeightView* optional(Role role) const { return has[static_cast<int>(role)] ? &views[static_cast<int>(role)] : nullptr; }
 };
+UnitWeights unit_weights(const UnitSource& unit, const UnitLayout& layout, const char* buffer);
 
+// Per unit (index as in checkpoint.units) and summed.
 struct StreamStats {
   uint64_t bytes_read = 0;
   uint64_t unit_loads = 0;
-  std::vector<uint64_t> loads_per_unit;
   double read_seconds = 0;  // reader thread inside read calls
   double wait_seconds = 0;  // compute thread waiting for a unit to arrive
+  std::vector<uint64_t> loads_per_unit, bytes_per_unit;
+  std::vector<double> read_seconds_per_unit, wait_seconds_per_unit;
+  void add(const StreamStats& other);
 };
 
 class Streamer {
  public:
-  Streamer(const Checkpoint& checkpoint, const UnitReader& reader, const MemoryPlan& plan, bool prefetch);
+  // Reads through the page cache or around it as the plan says (plan.direct_io).
+  Streamer(const Checkpoint& checkpoint, const MemoryPlan& plan, bool prefetch);
   ~Streamer();
   Streamer(const Streamer&) = delete;
   Streamer& operator=(const Streamer&) = delete;
@@ -77,6 +86,8 @@ class Streamer {
   // The batch has passed this unit: its streaming buffer may be reused.
   void release(int index);
   StreamStats stats() const;
+  // "direct (io_uring, 8 x 1 MiB in flight)", or why the page cache is used after all.
+  std::string io_description() const;
 
  private:
   struct Slot {
@@ -85,11 +96,10 @@ class Streamer {
     UnitWeights weights;
   };
   void reader_loop();
-  UnitWeights weights_of(int unit, const char* buffer) const;
   void load(int unit, char* buffer);
 
   const Checkpoint& checkpoint_;
-  const UnitReader& reader_;
+  ReadPipeline pipeline_;
   std::vector<UnitLayout> layouts_;
   std::vector<bool> resident_;
   std::vector<MappedBuffer> resident_buffers_;
