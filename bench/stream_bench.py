@@ -16,18 +16,16 @@ Standard library only (Python 3.8+).
 """
 import argparse
 import json
-import math
-import mmap
 import os
 import platform
 import random
 import re
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,10 +40,9 @@ FALLBACK_SHAPES = {
     "llama2-7b": (4096, 32, 32, 32, 11008, 32000),
 }
 DTYPE_BYTES = {"f32": 4, "float32": 4, "f16": 2, "float16": 2, "bf16": 2, "bfloat16": 2}
-SAFETENSORS_DTYPE_BYTES = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I32": 4, "I64": 8, "U8": 1, "I8": 1}
-# Mirrors src/runtime/streamer.cpp: tensors of a unit closer than this are read in one pread.
-ENGINE_MAX_GAP_TO_COALESCE = 4096
-READ_CHUNK = 16 << 20  # probe reads: 16 MiB, as large as the engine's unit reads need to be to stream
+# Mirrors src/io/read_pipeline.h: direct reads of 1 MiB, up to 8 in flight through io_uring.
+ENGINE_READ_BYTES = 1 << 20
+ENGINE_READ_DEPTH = 8
 
 
 class BenchError(Exception):
@@ -298,39 +295,6 @@ def run_tool(command, what):
     return seconds, result
 
 
-def unit_read_bytes(path):
-    """Bytes the engine reads to load this unit file: its tensors, merged into reads the way
-    layout_unit() merges them (gaps of at most 4 KiB are read through)."""
-    with open(path, "rb") as f:
-        header_len = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(header_len))
-    spans = sorted(tuple(v["data_offsets"]) for k, v in header.items() if k != "__metadata__")
-    total, current = 0, None
-    for begin, end in spans:
-        if current and begin >= current[0] and end <= current[1]:
-            continue  # a tensor inside the last read (tied weights) is not read again
-        if current and begin >= current[1] and begin - current[1] <= ENGINE_MAX_GAP_TO_COALESCE:
-            current[1] = end
-            continue
-        if current:
-            total += current[1] - current[0]
-        current = [begin, end]
-    if current:
-        total += current[1] - current[0]
-    return total
-
-
-def read_split(split_dir):
-    with open(os.path.join(split_dir, "manifest.json")) as f:
-        manifest = json.load(f)
-    units = []
-    for unit in manifest["units"]:
-        path = os.path.join(split_dir, unit["file"])
-        units.append({"name": unit["name"], "path": path, "file_bytes": os.path.getsize(path),
-                      "read_bytes": unit_read_bytes(path)})
-    return manifest, units
-
-
 # ----------------------------------------------------------------------------- hardware probes
 
 def drop_page_cache():
@@ -346,118 +310,24 @@ def drop_page_cache():
         return "writing /proc/sys/vm/drop_caches failed: %s" % e
 
 
-def anonymous_buffer(size):
-    """Memory of its own mapping, returned to the system on close(): buffers from the heap would
-    stay in this process's RSS, which every engine run's wait4 peak inherits (see run_engine)."""
-    return mmap.mmap(-1, size)
-
-
-def read_files(paths):
-    """Reads the files once, in order, with 16 MiB reads into one buffer; returns (bytes, seconds)."""
-    buffer = anonymous_buffer(READ_CHUNK)
-    view = memoryview(buffer)
-    total = 0
-    start = time.perf_counter()
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            if hasattr(os, "posix_fadvise"):
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-            with open(fd, "rb", buffering=0, closefd=False) as f:
-                while True:
-                    got = f.readinto(view)
-                    if not got:
-                        break
-                    total += got
-        finally:
-            os.close(fd)
-    seconds = time.perf_counter() - start
-    view.release()
-    buffer.close()
-    return total, seconds
-
-
-def memcpy_probe(available):
-    """Single-thread user-space memcpy (memoryview slice assignment is one memcpy) of two buffers
-    too large for the CPU caches; best of 5 after a warm-up that faults the pages in."""
-    size = 256 << 20
-    if available:
-        size = max(16 << 20, min(size, available // 8))
-    source, target = anonymous_buffer(size), anonymous_buffer(size)
-    src, dst = memoryview(source), memoryview(target)
-    src[:] = b"\x5a" * size  # fault the pages in, with data that is not all zero
-    dst[:] = src  # fault the target's pages in
-    best = None
-    for _ in range(5):
-        start = time.perf_counter()
-        dst[:] = src
-        seconds = time.perf_counter() - start
-        best = seconds if best is None else min(best, seconds)
-    src.release()
-    dst.release()
-    source.close()
-    target.close()
-    return size, best
-
-
-def probe_hardware(units, allow_drop, ram_available, fstype):
-    paths = [u["path"] for u in units if u["name"] != "embed"]
-    file_bytes = sum(os.path.getsize(p) for p in paths)
-    say("probes (reading the %d layer/head files of the split, %s, one thread, %d MiB reads)" % (
-        len(paths), fmt_size(file_bytes), READ_CHUNK >> 20))
-    result = {"cold_bps": None, "cold_note": None, "warm_bps": None, "first_bps": None, "memcpy_bps": None}
-    if fstype in ("tmpfs", "ramfs"):
-        why = "the workdir is on %s: the files are in memory, there is no disk to read" % fstype
-    else:
-        why = drop_page_cache() if allow_drop else "--no-drop-caches given"
-    if why is None:
-        n, s = read_files(paths)
-        result["cold_bps"] = n / s
-        result["cold_note"] = "page cache dropped first (sync; echo 3 > /proc/sys/vm/drop_caches)"
-        say("  cold read     %s in %.2f s = %s   [disk: page cache dropped first%s]" % (
-            fmt_size(n), s, fmt_gbps(n / s),
-            "; this is a VM, the host may still cache its virtual disk" if _virtualized() else ""))
-    else:
-        result["cold_note"] = "not measured: " + why
-        n, s = read_files(paths)
-        result["first_bps"] = n / s
-        say("  cold read     not measured (%s)" % why)
-        say("  first read    %s in %.2f s = %s   [page cache state unknown: the split was just written, "
-            "so probably cached]" % (fmt_size(n), s, fmt_gbps(n / s)))
-    n, s = read_files(paths)
-    result["warm_bps"] = n / s
-    cached_note = "" if not ram_available or file_bytes < 0.8 * ram_available else \
-        "; WARNING: the files are near or over available memory, they may not all be cached"
-    say("  warm read     %s in %.2f s = %s   [page cache -> process buffer, the path the engine's reads take "
-        "when the model is cached%s]" % (fmt_size(n), s, fmt_gbps(n / s), cached_note))
-    size, s = memcpy_probe(ram_available)
-    result["memcpy_bps"] = size / s
-    say("  memcpy        %s in %.1f ms = %s copied   [RAM bandwidth, 1 thread, user space; each byte is "
-        "read once and written once]" % (fmt_size(size), s * 1e3, fmt_gbps(size / s)))
-    return result
-
-
-_VIRTUALIZED = None
-
-
-def _virtualized():
-    global _VIRTUALIZED
-    if _VIRTUALIZED is None:
-        _VIRTUALIZED = "hypervisor" in read_proc_kv("/proc/cpuinfo").get("flags", "").split()
-    return _VIRTUALIZED
-
-
 # ----------------------------------------------------------------------------- engine runs
 
+SIZE = r"([0-9.]+ [KMGT]?i?B)"
 STAT_PATTERNS = {
     "load": re.compile(r"^load\s+([0-9.]+) s$", re.M),
     "prefill": re.compile(r"^prefill\s+(\d+) tokens in ([0-9.]+) s \(([0-9.]+) tokens/s\)$", re.M),
     "decode": re.compile(r"^decode\s+(\d+) tokens in ([0-9.]+) s \(([0-9.]+) tokens/s\)$", re.M),
-    "sweeps": re.compile(r"^sweeps\s+(\d+); layer loads (\d+); read ([0-9.]+ [KMGT]?i?B) in ([0-9.]+) s "
+    "sweeps": re.compile(r"^sweeps\s+(\d+) in ([0-9.]+) s; layer loads (\d+); read " + SIZE + r" in ([0-9.]+) s "
                          r"\(([0-9.]+) GB/s\); waited for reads ([0-9.]+) s \((\d+)% of reading hidden\)$", re.M),
-    "memory": re.compile(r"^memory\s+budget ([0-9.]+ [KMGT]?i?B); plan ([0-9.]+ [KMGT]?i?B); "
-                         r"peak RSS ([0-9.]+ [KMGT]?i?B)$", re.M),
+    "reads": re.compile(r"^reads\s+(direct|through the page cache)", re.M),
+    "memory": re.compile(r"^memory\s+budget " + SIZE + r"; plan " + SIZE + r" \((\d+) of (\d+) layers resident\); "
+                         r"peak RSS " + SIZE + r"$", re.M),
 }
+# Only when the run generated more than one token.
+SWEEP_PATTERN = re.compile(r"^per sweep (\d+) decode sweeps \(([0-9.]+) tokens each\): ([0-9.]+) s = computing ([0-9.]+) s "
+                           r"\+ waiting for reads ([0-9.]+) s; read " + SIZE + r" in ([0-9.]+) s", re.M)
+
+FIRST_SWEEP_PATTERN = re.compile(r"^profile\s+1\s+(\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)$", re.M)
 
 
 def parse_stats(stderr):
@@ -465,8 +335,7 @@ def parse_stats(stderr):
     if missing:
         raise ValueError("statistics line(s) missing or in an unexpected format: " + ", ".join(missing))
     m = {k: p.search(stderr) for k, p in STAT_PATTERNS.items()}
-    read_bytes, read_resolution = parse_engine_size(m["sweeps"].group(3))
-    return {
+    stats = {
         "load_s": float(m["load"].group(1)),
         "prefill_tokens": int(m["prefill"].group(1)),
         "prefill_s": float(m["prefill"].group(2)),
@@ -475,43 +344,34 @@ def parse_stats(stderr):
         "decode_s": float(m["decode"].group(2)),
         "decode_tps": float(m["decode"].group(3)),
         "sweeps": int(m["sweeps"].group(1)),
-        "unit_loads": int(m["sweeps"].group(2)),
-        "read_bytes": read_bytes,
-        "read_bytes_resolution": read_resolution,
-        "read_s": float(m["sweeps"].group(4)),
-        "read_gbps": float(m["sweeps"].group(5)),
-        "wait_s": float(m["sweeps"].group(6)),
-        "hidden_pct": int(m["sweeps"].group(7)),
+        "sweeps_s": float(m["sweeps"].group(2)),
+        "unit_loads": int(m["sweeps"].group(3)),
+        "read_bytes": parse_engine_size(m["sweeps"].group(4))[0],
+        "read_s": float(m["sweeps"].group(5)),
+        "read_gbps": float(m["sweeps"].group(6)),
+        "wait_s": float(m["sweeps"].group(7)),
+        "hidden_pct": int(m["sweeps"].group(8)),
+        "direct": m["reads"].group(1) == "direct",
         "budget": parse_engine_size(m["memory"].group(1))[0],
         "plan": parse_engine_size(m["memory"].group(2))[0],
-        "engine_peak_rss": parse_engine_size(m["memory"].group(3))[0],
+        "resident_units": int(m["memory"].group(3)),
+        "units": int(m["memory"].group(4)),
+        "engine_peak_rss": parse_engine_size(m["memory"].group(5))[0],
+        "decode_sweep": None,
+        "first_sweep": None,
     }
-
-
-def infer_streaming(stats, units):
-    """What each sweep read, from the engine's exact load count: the plan keeps a prefix of the
-    units (in sweep order) resident, loaded once, and reads the rest on every sweep; with
-    read-ahead the reader may have loaded up to two units of a sweep that never came."""
-    loadable = [u for u in units if u["name"] != "embed"]
-    count, sweeps, loads = len(loadable), stats["sweeps"], stats["unit_loads"]
-    if sweeps < 1:
-        return None
-    if sweeps == 1:
-        resident = count if loads == count else None
-    else:
-        estimate = (sweeps * count - loads) / (sweeps - 1)  # = resident - extra/(sweeps-1)
-        resident = min(count, max(0, math.ceil(estimate - 1e-9)))
-    if resident is None:
-        return None
-    extra = loads - (resident + sweeps * (count - resident))
-    streamed = loadable[resident:]
-    per_sweep = sum(u["read_bytes"] for u in streamed)
-    extra_bytes = sum(u["read_bytes"] for u in streamed[:max(0, extra)]) if streamed else 0
-    predicted = sum(u["read_bytes"] for u in loadable[:resident]) + sweeps * per_sweep + extra_bytes
-    tolerance = stats["read_bytes_resolution"] + 1
-    consistent = 0 <= extra <= 2 and abs(predicted - stats["read_bytes"]) <= tolerance
-    return {"resident_units": resident, "units": count, "streamed_per_sweep": per_sweep,
-            "read_ahead_unused": extra, "predicted_read_bytes": predicted, "consistent": consistent}
+    first = FIRST_SWEEP_PATTERN.search(stderr)
+    if first:  # with --profile: the prefill sweep
+        stats["first_sweep"] = {"tokens": int(first.group(1)), "seconds": float(first.group(2)),
+                                "compute_s": float(first.group(3)), "wait_s": float(first.group(4)),
+                                "read_bytes": float(first.group(5)) * (1 << 20), "read_s": float(first.group(6))}
+    sweep = SWEEP_PATTERN.search(stderr)
+    if sweep:
+        stats["decode_sweep"] = {
+            "count": int(sweep.group(1)), "seconds": float(sweep.group(3)), "compute_s": float(sweep.group(4)),
+            "wait_s": float(sweep.group(5)), "read_bytes": parse_engine_size(sweep.group(6))[0],
+            "read_s": float(sweep.group(7))}
+    return stats
 
 
 def proc_status_bytes(key):
@@ -543,21 +403,30 @@ def make_workdir(requested, prefix):
     return tempfile.mkdtemp(prefix=prefix, dir="/tmp"), True
 
 
-def run_engine(name, command):
-    """Runs one generate in a fresh process; its own peak RSS comes from wait4() on its pid (it
-    cannot read below this script's own peak RSS at the time of the spawn, kept as the floor)."""
+def run_engine(name, command, parse=None, timeout=None):
+    """Runs one command (by default a `layerwise generate`) in a fresh process; parse(stdout,
+    stderr) reads its results (default: the engine's statistics). Its own peak RSS comes from
+    wait4() on its pid (it cannot read below this script's own peak RSS at the time of the spawn,
+    kept as the floor). After `timeout` seconds it is killed."""
+    parse = parse or (lambda stdout, stderr: parse_stats(stderr))
     say("  %s\n    $ %s" % (name, " ".join(c if " " not in c else "'%s'" % (c[:40] + " ...") for c in command)))
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0
         floor = reset_own_peak_rss() or 0
         start = time.monotonic()
         process = subprocess.Popen(command, stdout=out, stderr=err)
+        timer = threading.Timer(timeout, process.kill) if timeout else None
+        if timer:
+            timer.start()
         try:
             _, status, usage = os.wait4(process.pid, 0)
         except BaseException:
             process.kill()
             process.wait()
             raise
+        finally:
+            if timer:
+                timer.cancel()
         wall = time.monotonic() - start
         process.returncode = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else \
             (os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status))
@@ -568,18 +437,22 @@ def run_engine(name, command):
     run = {"mode": name, "command": command, "exit": process.returncode, "wall_s": wall,
            "cpu_s": usage.ru_utime + usage.ru_stime, "wait4_peak_rss": usage.ru_maxrss * 1024,
            "wait4_floor": floor, "stdout": stdout, "stderr": stderr, "load_before": load_before, "error": None, "stats": None}
-    if process.returncode != 0:
+    if timeout and wall >= timeout:
+        run["error"] = "killed after the %d s time limit" % timeout
+    elif process.returncode == -9:
+        run["error"] = "killed (SIGKILL: out of memory in its cgroup?)"
+    elif process.returncode != 0:
         run["error"] = "exit status %d" % process.returncode
     else:
         try:
-            run["stats"] = parse_stats(stderr)
+            run["stats"] = parse(stdout, stderr)
         except ValueError as e:
             run["error"] = str(e)
     if run["error"]:
         say("    FAILED: %s\n    stdout (tail):\n%s\n    stderr (tail):\n%s" % (
             run["error"], indent(stdout[-3000:]), indent(stderr[-3000:])))
     else:
-        say(indent(stderr.rstrip(), "    | "))
+        say(indent("\n".join(stderr.rstrip().splitlines()[-25:]), "    | "))
         say("    wall %.2f s, CPU %.2f s (%.1f cores busy on average), peak RSS by wait4 %s (cannot read below %s, "
             "this script's own peak at the spawn); load average before %.2f" % (
                 wall, run["cpu_s"], run["cpu_s"] / wall if wall > 0 else 0, fmt_size(run["wait4_peak_rss"]),
@@ -591,244 +464,327 @@ def indent(text, prefix="      "):
     return "\n".join(prefix + line for line in text.splitlines())
 
 
-# ----------------------------------------------------------------------------- report
+# ----------------------------------------------------------------------------- the disk
 
-def peak_rss(run):
-    """The engine's own VmHWM, or wait4's figure when that is higher and above its floor."""
-    if run["wait4_peak_rss"] > run["wait4_floor"] + (1 << 20):
-        return max(run["stats"]["engine_peak_rss"], run["wait4_peak_rss"])
-    return run["stats"]["engine_peak_rss"]
+def fio_read(path, size, seconds):
+    """fio reading `path` the way the engine reads around the page cache: O_DIRECT, 1 MiB reads,
+    8 in flight through io_uring. Returns bytes per second, or raises BenchError."""
+    if not shutil.which("fio"):
+        raise BenchError("fio is not installed (apt-get install fio): it measures the disk limit")
+    command = ["fio", "--name=disk", "--filename=" + path, "--readonly", "--rw=read", "--direct=1",
+               "--ioengine=io_uring", "--bs=%d" % ENGINE_READ_BYTES, "--iodepth=%d" % ENGINE_READ_DEPTH,
+               "--size=%d" % size, "--runtime=%d" % seconds, "--output-format=json"]
+    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    if result.returncode != 0:
+        raise BenchError("fio failed: %s\n%s" % (" ".join(command), result.stderr[-2000:]))
+    job = json.loads(result.stdout[result.stdout.index("{"):])["jobs"][0]["read"]
+    return job["io_bytes"] / (job["runtime"] / 1000.0)
 
 
-def median_run(runs):
-    """The run with the median decode speed (the lower middle for an even count); failures first."""
-    failed = [r for r in runs if not r["stats"]]
-    if failed:
-        return failed[0]
-    ordered = sorted(runs, key=lambda r: r["stats"]["decode_tps"])
-    return ordered[(len(ordered) - 1) // 2]
+# ----------------------------------------------------------------------------- memory limits
+
+class MemoryCgroup:
+    """A memory cgroup (v2, or v1's memory controller) limited to `limit` bytes, page cache
+    included: the way to give llama.cpp's mmap and AirLLM the same budget as --max-memory.
+    available() is None when cgroups can be used, else why not."""
+
+    def __init__(self, name):
+        self.path = self.procs = None
+        self.version = None
+        if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+            self.version, root = 2, "/sys/fs/cgroup"
+        elif os.path.isdir("/sys/fs/cgroup/memory"):
+            self.version, root = 1, "/sys/fs/cgroup/memory"
+        else:
+            self.why = "no cgroup v2 hierarchy and no v1 memory controller under /sys/fs/cgroup"
+            return
+        self.path = os.path.join(root, name)
+        try:
+            if os.path.isdir(self.path):
+                os.rmdir(self.path)
+            os.mkdir(self.path)
+            self.why = None
+        except OSError as e:
+            self.why = "cannot create %s: %s" % (self.path, e)
+            self.path = None
+
+    def available(self):
+        return self.why
+
+    def limit(self, limit):
+        name = "memory.max" if self.version == 2 else "memory.limit_in_bytes"
+        with open(os.path.join(self.path, name), "w") as f:
+            f.write(str(limit))
+        if self.version == 1:  # reset the high-water mark between runs
+            with open(os.path.join(self.path, "memory.max_usage_in_bytes"), "w") as f:
+                f.write("0")
+
+    def wrap(self, command):
+        """The command, started inside the cgroup."""
+        return ["sh", "-c", 'echo $$ > "$0" && exec "$@"', os.path.join(self.path, "cgroup.procs")] + list(command)
+
+    def peak(self):
+        name = "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"
+        try:
+            with open(os.path.join(self.path, name)) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    def remove(self):
+        if self.path:
+            try:
+                os.rmdir(self.path)
+            except OSError:
+                pass
 
 
-def report(runs, probes, all_runs):
+# ----------------------------------------------------------------------------- the runs
+
+INFO_PATTERNS = {
+    "resident": re.compile(r"^  resident units\s+(\d+) of (\d+)", re.M),
+    "read": re.compile(r"^  read per sweep\s+" + SIZE, re.M),
+    "measured": re.compile(r"^  measured\s+reads ([0-9.]+) GB/s, kernels ([0-9.]+) GB/s", re.M),
+    "predicted": re.compile(r"^  decode sweep\s+([0-9.]+) s predicted: reading ([0-9.]+) s, computing ([0-9.]+) s", re.M),
+}
+
+
+def plan_prediction(layerwise, model, budget, context):
+    _, result = run_tool([layerwise, "info", "--model", model, "--max-memory", str(budget), "--io", "direct",
+                          "--context", str(context)], "layerwise info")
+    m = {k: p.search(result.stdout) for k, p in INFO_PATTERNS.items()}
+    if not all(m.values()):
+        raise BenchError("layerwise info printed no plan or prediction:\n" + result.stdout)
+    prediction = {"resident_units": int(m["resident"].group(1)), "units": int(m["resident"].group(2)),
+                  "read_bytes": parse_engine_size(m["read"].group(1))[0],
+                  "probe_read_gbps": float(m["measured"].group(1)), "kernel_gbps": float(m["measured"].group(2)),
+                  "sweep_s": float(m["predicted"].group(1)), "read_s": float(m["predicted"].group(2)),
+                  "compute_s": float(m["predicted"].group(3))}
+    say("    plan: %d of %d layers resident, %s read per sweep; predicted decode sweep %s (reading %s at the %.2f GB/s "
+        "info measured, computing %s)" % (prediction["resident_units"], prediction["units"],
+                                          fmt_size(prediction["read_bytes"]), fmt_seconds(prediction["sweep_s"]),
+                                          fmt_seconds(prediction["read_s"]), prediction["probe_read_gbps"],
+                                          fmt_seconds(prediction["compute_s"])))
+    return prediction
+
+
+def parse_llama_bench(decode):
+    def parse(stdout, stderr):
+        tests = json.loads(stdout[stdout.index("["):])
+        for test in tests:
+            if test.get("n_gen") == decode and test.get("n_prompt") == 0:
+                return {"decode_tps": test["avg_ts"], "decode_sweep_s": 1.0 / test["avg_ts"]}
+        raise ValueError("llama-bench's JSON lacks the tg%d test" % decode)
+    return parse
+
+
+def parse_airllm(stdout, stderr):
+    found = re.search(r"^seconds_per_token ([0-9.]+)$", stdout, re.M)
+    if not found:
+        raise ValueError("bench/airllm_run.py printed no seconds_per_token")
+    return {"decode_sweep_s": float(found.group(1)), "decode_tps": 1.0 / float(found.group(1))}
+
+
+def measured_disk(path, size):
+    bps = fio_read(path, size, 6)
+    say("  disk          %s   [fio: O_DIRECT, %d KiB reads, %d in flight through io_uring, as the engine reads]" % (
+        fmt_gbps(bps), ENGINE_READ_BYTES >> 10, ENGINE_READ_DEPTH))
+    return bps
+
+
+def report(rows, args):
     say()
-    say("results" + ("" if len(all_runs) == len(runs) else
-                     " (per mode, the round with the median decode tok/s of %d)" % (len(all_runs) // len(runs))))
-    headers = ["mode", "prefill tok/s", "decode tok/s", "decode s/sweep", "read/sweep", "resident units",
-               "read GB/s", "hidden", "cores busy", "peak RSS (engine / wait4)", "budget", "RSS/budget"]
-    rows = []
-    for run in runs:
-        s, inf = run["stats"], run.get("inferred")
-        if not s:
-            rows.append([run["mode"], "FAILED: " + run["error"][:60]] + [""] * (len(headers) - 2))
+    say("results (decode sweep: one pass over every layer for one new token; limit: bytes read per sweep / the disk "
+        "bandwidth fio measured just before the run)")
+    headers = ["run", "budget", "reads", "resident", "decode s/sweep", "read/sweep", "disk GB/s", "limit s",
+               "sweep/limit", "predicted s", "sweep/pred.", "hidden", "prefill tok/s (hidden)", "peak memory", "vs ours"]
+    ours = next((r for r in rows if r["name"] == "layerwise" and r.get("sweep_s")), None)
+    table = []
+    for r in rows:
+        if r.get("error"):
+            table.append([r["name"], fmt_size(r["budget"]), "FAILED: " + r["error"][:70]] + [""] * (len(headers) - 3))
             continue
-        sweep = s["decode_s"] / s["decode_tokens"] if s["decode_tokens"] else None
-        streamed = inf["streamed_per_sweep"] if inf else None
-        rows.append([
-            run["mode"],
-            "%.1f" % s["prefill_tps"],
-            "%.2f" % s["decode_tps"],
-            fmt_seconds(sweep),
-            fmt_size(streamed) + ("" if not inf or inf["consistent"] else " (?)"),
-            "%d of %d" % (inf["resident_units"], inf["units"]) if inf else "?",
-            "%.2f" % s["read_gbps"],
-            "%d%%" % s["hidden_pct"],
-            "%.1f" % (run["cpu_s"] / run["wall_s"]) if run["wall_s"] > 0 else "n/a",
-            "%s / %s%s" % (fmt_size(s["engine_peak_rss"]), fmt_size(run["wait4_peak_rss"]),
-                           " (floor)" if run["wait4_peak_rss"] <= run["wait4_floor"] + (1 << 20) else ""),
-            fmt_size(s["budget"]) + (" (default)" if "--max-memory" not in run["command"] else ""),
-            "%.0f%%" % (100.0 * peak_rss(run) / s["budget"]) if s["budget"] else "n/a",
+        limit = r["read_bytes"] / r["disk_bps"] if r.get("read_bytes") and r.get("disk_bps") else None
+        same_budget = ours and ours["budget"] == r["budget"]
+        table.append([
+            r["name"], fmt_size(r["budget"]), r.get("reads", ""), r.get("resident", ""), fmt_seconds(r["sweep_s"]),
+            fmt_size(r["read_bytes"]) if r.get("read_bytes") is not None else "", fmt_gbps(r["disk_bps"])[:-5]
+            if r.get("disk_bps") else "", fmt_seconds(limit) if limit else "",
+            fmt_ratio(r["sweep_s"] / limit) if limit else "",
+            fmt_seconds(r["predicted_s"]) if r.get("predicted_s") else "",
+            fmt_ratio(r["sweep_s"] / r["predicted_s"]) if r.get("predicted_s") else "",
+            "%d%%" % r["hidden_pct"] if r.get("hidden_pct") is not None else "",
+            "%.1f (%s)" % (r["prefill_tps"], "%d%%" % r["prefill_hidden_pct"] if r.get("prefill_hidden_pct") is not None
+                           else "?") if r.get("prefill_tps") else "",
+            fmt_size(r["peak"]) if r.get("peak") else "",
+            fmt_ratio(r["sweep_s"] / ours["sweep_s"]) if same_budget and r is not ours else "",
         ])
-    print_table(headers, rows)
-    for run in runs:
-        inf = run.get("inferred")
-        if run["stats"] and inf and not inf["consistent"]:
-            say("  (?) %s: the engine's counters do not fit a plan of resident prefix + streamed rest: %d loads, "
-                "%s read, %d sweeps; best fit %d resident units predicts %s with %d unused read-ahead loads" % (
-                    run["mode"], run["stats"]["unit_loads"], fmt_size(run["stats"]["read_bytes"]),
-                    run["stats"]["sweeps"], inf["resident_units"], fmt_size(inf["predicted_read_bytes"]),
-                    inf["read_ahead_unused"]))
-        if run["stats"] and peak_rss(run) > run["stats"]["budget"]:
-            say("  !! %s: peak RSS %s is over the budget %s" % (
-                run["mode"], fmt_size(peak_rss(run)), fmt_size(run["stats"]["budget"])))
-        if run["stats"] and run["wait4_peak_rss"] > run["wait4_floor"] + (1 << 20) and \
-                abs(run["stats"]["engine_peak_rss"] - run["wait4_peak_rss"]) > max(8 << 20, 0.05 * run["wait4_peak_rss"]):
-            say("  !! %s: the engine's peak RSS (%s) and wait4's (%s) disagree by more than 5%%" % (
-                run["mode"], fmt_size(run["stats"]["engine_peak_rss"]), fmt_size(run["wait4_peak_rss"])))
+    print_table(headers, table)
+    for r in rows:
+        if r.get("peak") and r["name"].startswith("layerwise") and r["peak"] > r["budget"]:
+            say("  !! %s: peak memory %s is over the budget %s" % (r["name"], fmt_size(r["peak"]), fmt_size(r["budget"])))
+        if r.get("note"):
+            say("  %s: %s" % (r["name"], r["note"]))
 
-    if len(all_runs) > len(runs):
-        for run in runs:
-            speeds = sorted(r["stats"]["decode_tps"] for r in all_runs if r["mode"] == run["mode"] and r["stats"])
-            prefills = sorted(r["stats"]["prefill_tps"] for r in all_runs if r["mode"] == run["mode"] and r["stats"])
-            if speeds:
-                say("  %s: decode tok/s over %d rounds %s; prefill tok/s %s" % (
-                    run["mode"], len(speeds), " ".join("%.2f" % v for v in speeds),
-                    " ".join("%.1f" % v for v in prefills)))
-    by_mode = {r["mode"]: r for r in runs if r["stats"]}
-    resident = by_mode.get("resident")
-    compute = resident["stats"]["decode_s"] / resident["stats"]["decode_tokens"] \
-        if resident and resident["stats"]["decode_tokens"] else None
-    say()
-    say("ratios (decode; a sweep is one pass over all layers, one per generated token)")
-    bandwidths = [("warm page cache", probes["warm_bps"])]
-    if probes["cold_bps"]:
-        bandwidths.append(("cold disk", probes["cold_bps"]))
-    elif probes["first_bps"]:
-        bandwidths.append(("first read (cache state unknown)", probes["first_bps"]))
-    for mode in ("budget", "budget, no prefetch"):
-        run = by_mode.get(mode)
-        if not run or not run.get("inferred") or not run["stats"]["decode_tokens"]:
-            continue
-        s, streamed = run["stats"], run["inferred"]["streamed_per_sweep"]
-        sweep = s["decode_s"] / s["decode_tokens"]
-        say("  %s: decode sweep %s, streams %s per sweep" % (mode, fmt_seconds(sweep), fmt_size(streamed)))
-        for label, bps in bandwidths:
-            floor = streamed / bps if bps else None
-            say("    vs read time at %s %s: %s -> sweep is %s the read time" % (
-                label, fmt_gbps(bps), fmt_seconds(floor), fmt_ratio(sweep / floor) if floor else "n/a"))
-        if s["read_bytes"] and s["read_s"]:
-            engine_io = streamed / (s["read_bytes"] / s["read_s"])
-            say("    vs read time at the engine's own read rate %s: %s -> %s" % (
-                fmt_gbps(s["read_bytes"] / s["read_s"]), fmt_seconds(engine_io), fmt_ratio(sweep / engine_io)))
-        if compute and probes["warm_bps"]:
-            io = streamed / probes["warm_bps"]
-            say("    vs resident decode sweep (compute only) %s: %s; ideal overlap max(compute, read) = %s, "
-                "serial compute + read = %s" % (fmt_seconds(compute), fmt_ratio(sweep / compute),
-                                                fmt_seconds(max(compute, io)), fmt_seconds(compute + io)))
-    pre, nopre = by_mode.get("budget"), by_mode.get("budget, no prefetch")
-    if pre and nopre:
-        a, b = pre["stats"], nopre["stats"]
-        say("  prefetch vs no prefetch (speedup = tok/s with / without): decode %s (%.2f vs %.2f tok/s), "
-            "prefill %s (%.1f vs %.1f tok/s)" % (
-            fmt_ratio(a["decode_tps"] / b["decode_tps"]) if b["decode_tps"] else "n/a", a["decode_tps"], b["decode_tps"],
-            fmt_ratio(a["prefill_tps"] / b["prefill_tps"]) if b["prefill_tps"] else "n/a", a["prefill_tps"],
-            b["prefill_tps"]))
-    outputs = [(r["mode"], r["round"], r["stdout"].split()) for r in all_runs if r["stats"]]
-    if len(outputs) > 1:
-        reference = outputs[0]
-        differ = sorted({"%s (round %d)" % (m, n) if len(all_runs) > len(runs) else m
-                         for m, n, o in outputs if o != reference[2]})
-        say("  generated tokens: %s" % ("identical in all runs" if not differ else
-                                        "DIFFER from %s in: %s" % (reference[0], ", ".join(differ))))
-
-
-# ----------------------------------------------------------------------------- main
 
 def main():
     shapes = known_shapes()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Column meanings: bench/README.md")
-    parser.add_argument("--shape", required=True, choices=sorted(shapes), help="checkpoint shape (make_checkpoint)")
-    parser.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16"], help="checkpoint dtype (default f32)")
-    parser.add_argument("--budget", default="2GiB", type=parse_size, help="--max-memory of the streamed runs (default 2GiB)")
-    parser.add_argument("--prefill", default=128, type=int, help="prompt tokens (default 128)")
-    parser.add_argument("--decode", default=32, type=int, help="--max-new-tokens (default 32)")
-    parser.add_argument("--threads", type=int, help="--threads for the engine (default: the engine's, all cores)")
-    parser.add_argument("--repeat", default=1, type=int,
-                        help="run the three modes this many times, interleaved, and report the median (default 1)")
+    parser.add_argument("--shape", default="llama2-7b", choices=sorted(shapes), help="checkpoint shape (default llama2-7b)")
+    parser.add_argument("--dtype", default="f16", choices=["f32", "f16", "bf16"], help="checkpoint dtype (default f16)")
+    parser.add_argument("--budgets", default="2GiB,6GiB",
+                        help="--max-memory of the runs, comma-separated; llama.cpp, AirLLM and the no-prefetch run use "
+                             "the first (default 2GiB,6GiB)")
+    parser.add_argument("--prefill", default=256, type=int,
+                        help="prompt tokens (default 256: a prefill sweep long enough to hide the reading)")
+    parser.add_argument("--decode", default=4, type=int, help="new tokens per run (default 4: 3 decode sweeps)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every engine (default: all)")
+    parser.add_argument("--timeout", default=900, type=int, help="seconds before a run is killed (default 900)")
+    parser.add_argument("--no-llama", action="store_true", help="skip llama.cpp")
+    parser.add_argument("--llama-bin", help="folder with llama-bench (default: bench/build_llama_cpp.sh's)")
+    parser.add_argument("--airllm-python", help="a Python with airllm and torch installed: runs bench/airllm_run.py")
     parser.add_argument("--seed", default=1, type=int, help="seed of the random prompt (default 1)")
     parser.add_argument("--workdir", help="scratch folder (default: a new folder under /tmp)")
-    parser.add_argument("--keep", action="store_true", help="keep the checkpoint and split afterwards")
-    parser.add_argument("--no-drop-caches", action="store_true", help="never drop the page cache, even as root")
+    parser.add_argument("--keep", action="store_true", help="keep the checkpoints afterwards")
     parser.add_argument("--build-dir", default=os.path.join(ROOT, "build"), help="where layerwise and make_checkpoint are")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
+    budgets = [parse_size(b) for b in args.budgets.split(",")]
     if args.prefill < 1 or args.decode < 2:
         parser.error("--prefill must be at least 1 and --decode at least 2 (the first token comes from prefill)")
 
     layerwise, make_checkpoint = engine_tools(args.build_dir)
-
-    workdir, created_workdir = make_workdir(args.workdir, "layerwise-bench-")
-    hf_dir, split_dir, bin_dir = (os.path.join(workdir, name) for name in ("hf", "split", "bin"))
+    workdir, created_workdir = make_workdir(args.workdir, "layerwise-stream-")
+    hf_dir, gguf_path, airllm_dir = (os.path.join(workdir, name) for name in ("hf", "model.gguf", "airllm"))
     created = []
-    results = {"args": vars(args), "runs": []}
+    cgroup = MemoryCgroup("layerwise-stream-bench")
+    rows = []
+    results = {"args": vars(args), "rows": rows}
     try:
-        machine = describe_machine(workdir)
-        results["machine"] = machine
-        for path in (hf_dir, split_dir, bin_dir):
-            if os.path.exists(path):
-                raise BenchError("%s already exists; use an empty --workdir (nothing was deleted)" % path)
-        # Every run uses one snapshot of the binaries, even if build/ is rebuilt meanwhile.
-        created.append(bin_dir)
-        os.makedirs(bin_dir)
-        layerwise, make_checkpoint = (shutil.copy2(tool, os.path.join(bin_dir, os.path.basename(tool)))
-                                      for tool in (layerwise, make_checkpoint))
-        say("  engine        %s (%s, built %s; copied to %s for this run)" % (
-            subprocess.run([layerwise, "--version"], stdout=subprocess.PIPE, universal_newlines=True).stdout.strip(),
-            os.path.join(args.build_dir, "layerwise"),
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.path.getmtime(layerwise))), bin_dir))
-
+        results["machine"] = machine = describe_machine(workdir)
         shape = shapes[args.shape]
         parameters, model_bytes = checkpoint_bytes(shape, args.dtype)
-        needed = 2 * model_bytes
+        copies = 1 + (not args.no_llama) + bool(args.airllm_python)
         say()
         say("checkpoint")
-        say("  %s %s: %.1f M parameters, %s; the checkpoint and its split need %s, %s free in %s" % (
-            args.shape, args.dtype, parameters / 1e6, fmt_size(model_bytes), fmt_size(needed),
-            fmt_size(machine["disk_free"]), workdir))
-        if machine["disk_free"] < needed:
-            raise BenchError("not enough disk space in %s: %s free, %s needed (2 x the %s model: the checkpoint and "
-                             "its split); free some space or pass --workdir on a bigger disk" % (
-                                 workdir, fmt_size(machine["disk_free"]), fmt_size(needed), fmt_size(model_bytes)))
+        say("  %s %s: %.1f M parameters, %s; %d copies (HF%s%s) need %s, %s free in %s" % (
+            args.shape, args.dtype, parameters / 1e6, fmt_size(model_bytes), copies,
+            ", GGUF" if not args.no_llama else "", ", AirLLM's split" if args.airllm_python else "",
+            fmt_size(copies * model_bytes), fmt_size(machine["disk_free"]), workdir))
+        if machine["disk_free"] < copies * model_bytes * 1.05:
+            raise BenchError("not enough disk space in %s (pass --workdir on a bigger disk)" % workdir)
         created.append(hf_dir)
         seconds, _ = run_tool([make_checkpoint, "--shape", args.shape, "--dtype", args.dtype, "--out", hf_dir, "--quiet"],
                               "make_checkpoint")
-        say("    wrote %s in %.1f s" % (fmt_size(os.path.getsize(os.path.join(hf_dir, "model.safetensors"))), seconds))
-        created.append(split_dir)
-        seconds, _ = run_tool([layerwise, "split", "--model", hf_dir, "--out", split_dir, "--quiet"], "layerwise split")
-        manifest, units = read_split(split_dir)
-        split_bytes = sum(u["file_bytes"] for u in units)
-        say("    split into %d unit files, %s, in %.1f s" % (len(units), fmt_size(split_bytes), seconds))
-        vocab = int(manifest["config"]["vocab_size"])
+        weights = os.path.join(hf_dir, "model.safetensors")
+        say("    wrote %s in %.1f s" % (fmt_size(os.path.getsize(weights)), seconds))
+        llama_bench = None
+        if not args.no_llama:
+            llama_dir, _ = find_llama_cpp(args.llama_bin, "llama-bench")
+            llama_bench = os.path.join(llama_dir, "llama-bench")
+            created.append(gguf_path)
+            # The GGUF writer's peak is a few copies of the largest tensor (bench/hf_to_gguf.py).
+            run_tool([sys.executable, os.path.join(ROOT, "bench", "hf_to_gguf.py"), hf_dir, gguf_path, "--outtype",
+                      args.dtype], "hf_to_gguf.py")
+        if cgroup.available():
+            say("  cgroup        not available (%s): llama.cpp and AirLLM cannot be held to the budget, so they "
+                "are not run" % cgroup.available())
+        else:
+            say("  cgroup        %s (v%d): llama.cpp, AirLLM and layerwise --io auto run inside it, limited to the "
+                "budget, page cache included" % (cgroup.path, cgroup.version))
 
-        say()
-        probes = probe_hardware(units, not args.no_drop_caches, meminfo_bytes("MemAvailable"), machine["disk_fs"])
-        results["probes"] = probes
-
+        vocab = int(json.load(open(os.path.join(hf_dir, "config.json")))["vocab_size"])
         rng = random.Random(args.seed)
-        prompt = " ".join(str(rng.randrange(3, vocab)) for _ in range(args.prefill))
-        base = [layerwise, "generate", "--model", split_dir, "--prompt-ids", prompt,
-                "--max-new-tokens", str(args.decode), "--ignore-eos"]
-        if args.threads:
-            base += ["--threads", str(args.threads)]
-        budget = ["--max-memory", str(args.budget)]
-        modes = [("resident", []), ("budget", budget), ("budget, no prefetch", budget + ["--no-prefetch"])]
-        say()
-        available = meminfo_bytes("MemAvailable") or 0
-        cache_note = "the split fits in the page cache, so the runs read from memory" \
-            if split_bytes < 0.8 * available else \
-            "the split is near or over available memory, so the runs read partly from the disk"
-        say("runs (%d random prompt ids in [3, %d), %d new tokens, greedy, --ignore-eos; budget %s; "
-            "each in a fresh process; %s)" % (args.prefill, vocab, args.decode, fmt_size(args.budget), cache_note))
-        all_runs = []
-        for round_number in range(1, args.repeat + 1):
-            for name, extra in modes:  # rounds interleave the modes, so a busy spell hits all of them
-                if args.repeat > 1:
-                    say("  round %d of %d" % (round_number, args.repeat))
-                run = run_engine(name, base + extra)
-                run["round"] = round_number
-                if run["stats"]:
-                    run["inferred"] = infer_streaming(run["stats"], units)
-                    if run["stats"]["decode_tokens"] != args.decode - 1 or run["stats"]["prefill_tokens"] != args.prefill:
-                        say("    !! expected %d prompt and %d decode tokens in the statistics" % (
-                            args.prefill, args.decode - 1))
-                all_runs.append(run)
-        runs = [median_run([r for r in all_runs if r["mode"] == name]) for name, _ in modes]
-        report(runs, probes, all_runs)
-        results["runs"] = [{k: v for k, v in r.items() if k not in ("stdout",)} for r in all_runs]
-        results["reported_rounds"] = {r["mode"]: r["round"] for r in runs}
+        prompt = [rng.randrange(3, vocab) for _ in range(args.prefill)]
+        prompt_text = " ".join(map(str, prompt))
+        context = args.prefill + args.decode
+        base = [layerwise, "generate", "--model", hf_dir, "--prompt-ids", prompt_text, "--max-new-tokens",
+                str(args.decode), "--ignore-eos", "--threads", str(args.threads)]
+        probe_size = min(os.path.getsize(weights), 8 << 30)
+
+        def ours(name, budget, extra, predicted=None, wrap=None):
+            disk = measured_disk(weights, probe_size)
+            command = base + ["--max-memory", str(budget), "--profile"] + extra
+            run = run_engine(name, wrap(command) if wrap else command, timeout=args.timeout)
+            row = {"name": name, "budget": budget, "disk_bps": disk, "error": run["error"], "command": run["command"]}
+            if run["stats"]:
+                st, sweep = run["stats"], run["stats"]["decode_sweep"]
+                row.update({"reads": "direct" if st["direct"] else "cached", "resident": "%d of %d" % (
+                    st["resident_units"], st["units"]), "sweep_s": sweep["seconds"], "read_bytes": sweep["read_bytes"],
+                    "predicted_s": predicted, "hidden_pct": round(100 * (1 - min(1, sweep["wait_s"] / sweep["read_s"])))
+                    if sweep["read_s"] else 100, "peak": max(st["engine_peak_rss"], run["wait4_peak_rss"]),
+                    "prefill_tps": st["prefill_tps"], "prefill_hidden_pct": round(100 * (1 - min(
+                        1, st["first_sweep"]["wait_s"] / st["first_sweep"]["read_s"]))) if st["first_sweep"] and
+                    st["first_sweep"]["read_s"] else None,
+                    "stats": st, "output": run["stdout"].split()})
+            rows.append(row)
+            return row
+
+        def limited(name, budget, command, parse, read_bytes):
+            if cgroup.available():
+                rows.append({"name": name, "budget": budget, "error": "not run: " + cgroup.available()})
+                return
+            disk = measured_disk(weights, probe_size)
+            cgroup.limit(budget)
+            run = run_engine(name, cgroup.wrap(command), parse=parse, timeout=args.timeout)
+            row = {"name": name, "budget": budget, "disk_bps": disk, "error": run["error"], "reads": "mmap" if
+                   "llama" in name else "cached", "read_bytes": read_bytes, "peak": cgroup.peak(),
+                   "command": run["command"]}
+            if run["stats"]:
+                row["sweep_s"] = run["stats"]["decode_sweep_s"]
+            rows.append(row)
+
+        for index, budget in enumerate(budgets):
+            say()
+            say("budget %s" % fmt_size(budget))
+            prediction = plan_prediction(layerwise, hf_dir, budget, context)
+            ours("layerwise", budget, ["--io", "direct"], prediction["sweep_s"])
+            if index:
+                continue
+            ours("layerwise --no-prefetch", budget, ["--io", "direct", "--no-prefetch"])
+            if not cgroup.available():
+                cgroup.limit(budget)
+                row = ours("layerwise --io auto, cgroup", budget, ["--io", "auto"], prediction["sweep_s"], cgroup.wrap)
+                row["peak"] = max(row.get("peak") or 0, cgroup.peak() or 0)
+            if llama_bench:
+                limited("llama.cpp mmap, cgroup", budget,
+                        [llama_bench, "-m", gguf_path, "-p", "0", "-n", str(args.decode - 1), "-r", "1", "--no-warmup",
+                         "-t", str(args.threads), "-lm", "mmap", "-o", "json"], parse_llama_bench(args.decode - 1),
+                        os.path.getsize(gguf_path))
+            if args.airllm_python:
+                # AirLLM loads a tokenizer it does not use here (ids in, ids out): stories260K's will do.
+                created.append(airllm_dir)
+                model_view = os.path.join(airllm_dir, "model")
+                os.makedirs(model_view)
+                for name in os.listdir(hf_dir):
+                    os.symlink(os.path.join(hf_dir, name), os.path.join(model_view, name))
+                for name in ("tokenizer.json", "tokenizer_config.json"):
+                    shutil.copy(os.path.join(ROOT, "models", "stories260K", name), model_view)
+                limited("AirLLM, cgroup", budget,
+                        [args.airllm_python, os.path.join(ROOT, "bench", "airllm_run.py"), "--model", model_view,
+                         "--shards", os.path.join(airllm_dir, "shards"), "--prompt-ids", prompt_text, "--max-new-tokens", str(args.decode),
+                         "--threads", str(args.threads)], parse_airllm, model_bytes)
+        outputs = {tuple(r["output"]) for r in rows if r.get("output")}
+        for r in rows:
+            if r["name"] == "layerwise --no-prefetch" and r.get("sweep_s"):
+                r["note"] = "read-ahead makes decode %s faster" % fmt_ratio(r["sweep_s"] / rows[0]["sweep_s"])
+        report(rows, args)
+        say("  generated tokens: %s" % ("identical in every layerwise run" if len(outputs) == 1 else
+                                        "DIFFER between layerwise runs"))
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(results, f, indent=2, default=str)
-        return 0 if all(r["stats"] for r in all_runs) else 1
+        return 0 if all(not r.get("error") for r in rows) and len(outputs) <= 1 else 1
     finally:
+        cgroup.remove()
         if args.keep:
             say("\nkept %s" % workdir)
         else:
             for path in reversed(created):
-                shutil.rmtree(path, ignore_errors=True)
+                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else \
+                    (os.path.exists(path) and os.remove(path))
             if created_workdir:
                 shutil.rmtree(workdir, ignore_errors=True)
             say("\nremoved %s" % (workdir if created_workdir else ", ".join(created) or "nothing"))

@@ -67,7 +67,7 @@ void print_decode_sweeps(const Engine& engine, const EngineStats& stats, int seq
   const double n = count, seconds = total.seconds / n, waited = total.wait_seconds / n, compute = total.compute_seconds() / n,
                read = total.read_seconds / n;
   const auto bytes = static_cast<uint64_t>(static_cast<double>(total.bytes_read) / n);
-  std::fprintf(stderr, "per sweep %d decode sweeps of %.3g tokens: %s = computing %s + waiting for reads %s; read %s in %s (%.2f GB/s)\n",
+  std::fprintf(stderr, "per sweep %d decode sweeps (%.3g tokens each): %s = computing %s + waiting for reads %s; read %s in %s (%.2f GB/s)\n",
                count, total.tokens / n, seconds_text(seconds).c_str(), seconds_text(compute).c_str(), seconds_text(waited).c_str(),
                format_size(bytes).c_str(), seconds_text(read).c_str(), rate_gb(bytes, read));
   if (bytes == 0) {
@@ -77,12 +77,12 @@ void print_decode_sweeps(const Engine& engine, const EngineStats& stats, int seq
     if (per_token <= 0) per_token = compute / (total.tokens / n);
     const int free_by_time = per_token > 0 ? static_cast<int>(waited / per_token) : 0;
     const int free_by_memory = engine.spare_sequences(std::max(free_by_time, 1));
-    std::fprintf(stderr,
-                 "bound     by reading: %.0f%% of each sweep waits for the disk; about %d more sequences would ride along "
-                 "at no extra time%s\n",
-                 100 * waited / seconds, free_by_time,
-                 free_by_memory >= free_by_time ? " (the budget has room for them)"
-                                                : (" (the budget has room for " + std::to_string(free_by_memory) + ")").c_str());
+    std::string riders;
+    if (free_by_time > 0)
+      riders = "; about " + std::to_string(free_by_time) + " more sequences would ride along at no extra time" +
+               (free_by_memory >= free_by_time ? " (the budget has room for them)"
+                                               : " (the budget has room for " + std::to_string(free_by_memory) + ")");
+    std::fprintf(stderr, "bound     by reading: %.0f%% of each sweep waits for the disk%s\n", 100 * waited / seconds, riders.c_str());
   } else {
     std::fprintf(stderr, "bound     by computing: reading (%s per sweep) is hidden behind computing (%s)\n", seconds_text(read).c_str(),
                  seconds_text(compute).c_str());

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <utility>
@@ -73,7 +74,7 @@ ReadPipeline::ReadPipeline(const std::vector<std::string>& paths, bool direct, b
       direct_ = false;
     }
   }
-  if (use_io_uring) {
+  if (use_io_uring && !std::getenv("LAYERWISE_NO_IO_URING")) {
     // Refused (old kernel, seccomp in a container): the same reads, one at a time with pread.
     auto ring = std::make_unique<Ring>();
     ring->ready = io_uring_queue_init(kDepth, &ring->ring, 0) == 0;
@@ -116,7 +117,11 @@ bool ReadPipeline::settle(Chunk& chunk, int64_t result, const std::vector<ReadRa
 }
 
 uint64_t ReadPipeline::read(const std::vector<ReadRange>& ranges) {
-  std::deque<Chunk> pending;
+  // Reads through the page cache go one after the other with pread: the kernel's read-ahead
+  // keeps the disk busy, while io_uring hands each cache miss to a worker thread and the
+  // workers' interleaved reads defeat read-ahead (measured: 0.5 against 1.4 GB/s cold).
+  // Direct reads have no read-ahead: several in flight keep the disk busy.
+  std::deque<Chunk> pending, cached;
   for (size_t r = 0; r < ranges.size(); r++) {
     const ReadRange& range = ranges[r];
     if (range.file < 0 || static_cast<size_t>(range.file) >= files_.size() || range.needed > range.bytes ||
@@ -125,7 +130,7 @@ uint64_t ReadPipeline::read(const std::vector<ReadRange>& ranges) {
       fail("internal error: a read range is out of bounds or misaligned");
     check_unchanged(files_[static_cast<size_t>(range.file)]);
     for (uint64_t at = 0; at < range.bytes; at += kChunkBytes)
-      pending.push_back({r, range.offset + at, std::min(kChunkBytes, range.bytes - at), range.destination + at});
+      (range.direct && ring_ ? pending : cached).push_back({r, range.offset + at, std::min(kChunkBytes, range.bytes - at), range.destination + at});
   }
   auto fd_of = [&](const Chunk& chunk) {
     const ReadRange& range = ranges[chunk.range];
@@ -137,15 +142,14 @@ uint64_t ReadPipeline::read(const std::vector<ReadRange>& ranges) {
     if (result > 0) total += static_cast<uint64_t>(result);
   };
 
-  if (!ring_) {
-    while (!pending.empty()) {
-      Chunk& chunk = pending.front();
-      const ssize_t got = pread(fd_of(chunk), chunk.destination, chunk.bytes, static_cast<off_t>(chunk.offset));
-      const int64_t result = got < 0 ? -errno : got;
-      account(result);
-      if (settle(chunk, result, ranges)) pending.pop_front();
-    }
-  } else {
+  while (!cached.empty()) {
+    Chunk& chunk = cached.front();
+    const ssize_t got = pread(fd_of(chunk), chunk.destination, chunk.bytes, static_cast<off_t>(chunk.offset));
+    const int64_t result = got < 0 ? -errno : got;
+    account(result);
+    if (settle(chunk, result, ranges)) cached.pop_front();
+  }
+  if (!pending.empty()) {
     // Up to kDepth chunks in flight. After a failure nothing new is submitted, and what is in
     // flight is waited for before throwing: the kernel must not write into buffers we hand back.
     io_uring& ring = ring_->ring;

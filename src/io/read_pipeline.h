@@ -1,6 +1,7 @@
 // Reads byte ranges of checkpoint files into the caller's buffers as fast as the disk allows:
-// chunks of 1 MiB, several in flight through io_uring (pread where io_uring is refused), either
-// through the page cache or around it (O_DIRECT). Every file is watched: one that ends early or
+// around the page cache (O_DIRECT) in chunks of 1 MiB, several in flight through io_uring
+// (pread where io_uring is refused or LAYERWISE_NO_IO_URING is set), or through the page cache
+// with pread and the kernel's read-ahead. Every file is watched: one that ends early or
 // changes while a run reads it stops the run with an error naming it, instead of computing on
 // garbage.
 #pragma once
@@ -38,7 +39,7 @@ class ReadPipeline {
 
   bool direct() const { return direct_; }
   const std::string& direct_refusal() const { return direct_refusal_; }
-  const char* method() const;  // "io_uring" or "pread"
+  const char* method() const;  // of direct reads: "io_uring" or "pread"
 
   static constexpr uint64_t kChunkBytes = 1ull << 20;
   static constexpr int kDepth = 8;

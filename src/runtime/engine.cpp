@@ -61,11 +61,13 @@ MeasuredSpeeds Engine::measure_speeds(const MemoryPlan& plan) const {
   const UnitLayout& largest = layouts[static_cast<size_t>(candidates[0])];
   MappedBuffer buffer(largest.buffer_bytes);
   ReadPipeline pipeline(checkpoint_.files, plan.direct_io);
-  // Reads: distinct units (a re-read would come from the cache), at least 64 MiB or 0.3 s.
+  // Reads: distinct units (a re-read would come from the cache), at least 256 MiB and 0.5 s,
+  // into a buffer touched beforehand as the streaming buffers are after the first sweep.
+  std::memset(buffer.data(), 0, buffer.size());
   uint64_t bytes = 0;
   double seconds = 0;
   int unit = candidates[0];
-  for (size_t i = 0; i < candidates.size() && (bytes < (64ull << 20) || seconds < 0.3) && seconds < 2; i++) {
+  for (size_t i = 0; i < candidates.size() && (bytes < (256ull << 20) || seconds < 0.5) && seconds < 3; i++) {
     unit = candidates[i];
     const double start = now_seconds();
     bytes += read_unit(pipeline, layouts[static_cast<size_t>(unit)], buffer.data());

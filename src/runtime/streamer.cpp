@@ -157,9 +157,11 @@ void Streamer::load(int unit, char* buffer) {
 }
 
 std::string Streamer::io_description() const {
-  std::string text = pipeline_.direct() ? "direct" : "through the page cache";
-  text += std::string(" (") + pipeline_.method() + ", up to " + std::to_string(ReadPipeline::kDepth) + " reads of " +
-          format_size(ReadPipeline::kChunkBytes) + " in flight)";
+  std::string text = "through the page cache (pread, kernel read-ahead)";
+  if (pipeline_.direct())
+    text = std::string("direct (") + pipeline_.method() + ", up to " +
+           std::to_string(std::string(pipeline_.method()) == "io_uring" ? ReadPipeline::kDepth : 1) + " reads of " +
+           format_size(ReadPipeline::kChunkBytes) + " in flight)";
   if (!pipeline_.direct_refusal().empty()) text += "; direct reads refused: " + pipeline_.direct_refusal();
   return text;
 }
