@@ -452,7 +452,8 @@ def run_engine(name, command, parse=None, timeout=None):
         say("    FAILED: %s\n    stdout (tail):\n%s\n    stderr (tail):\n%s" % (
             run["error"], indent(stdout[-3000:]), indent(stderr[-3000:])))
     else:
-        say(indent("\n".join(stderr.rstrip().splitlines()[-25:]), "    | "))
+        lines = [line for line in stderr.rstrip().splitlines() if not line.startswith("profile ") and "%|" not in line]
+        say(indent("\n".join(lines[-25:]), "    | "))
         say("    wall %.2f s, CPU %.2f s (%.1f cores busy on average), peak RSS by wait4 %s (cannot read below %s, "
             "this script's own peak at the spawn); load average before %.2f" % (
                 wall, run["cpu_s"], run["cpu_s"] / wall if wall > 0 else 0, fmt_size(run["wait4_peak_rss"]),
@@ -466,15 +467,29 @@ def indent(text, prefix="      "):
 
 # ----------------------------------------------------------------------------- the disk
 
-def fio_read(path, size, seconds):
+def fio_read(path, size, seconds, huge_pages=False):
     """fio reading `path` the way the engine reads around the page cache: O_DIRECT, 1 MiB reads,
-    8 in flight through io_uring. Returns bytes per second, or raises BenchError."""
+    8 in flight through io_uring; into buffers on huge pages (as the engine's are) when asked,
+    which needs a few reserved for the run. Returns bytes per second, or raises BenchError."""
     if not shutil.which("fio"):
         raise BenchError("fio is not installed (apt-get install fio): it measures the disk limit")
     command = ["fio", "--name=disk", "--filename=" + path, "--readonly", "--rw=read", "--direct=1",
                "--ioengine=io_uring", "--bs=%d" % ENGINE_READ_BYTES, "--iodepth=%d" % ENGINE_READ_DEPTH,
                "--size=%d" % size, "--runtime=%d" % seconds, "--output-format=json"]
-    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    reserved = "/proc/sys/vm/nr_hugepages"
+    before = None
+    if huge_pages:
+        with open(reserved) as f:
+            before = int(f.read())
+        with open(reserved, "w") as f:
+            f.write(str(before + ENGINE_READ_BYTES * ENGINE_READ_DEPTH // (2 << 20) + 4))
+        command.append("--iomem=shmhuge")
+    try:
+        result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    finally:
+        if before is not None:
+            with open(reserved, "w") as f:
+                f.write(str(before))
     if result.returncode != 0:
         raise BenchError("fio failed: %s\n%s" % (" ".join(command), result.stderr[-2000:]))
     job = json.loads(result.stdout[result.stdout.index("{"):])["jobs"][0]["read"]
@@ -512,6 +527,11 @@ class MemoryCgroup:
         return self.why
 
     def limit(self, limit):
+        """Sets the limit for the next run. The page cache is dropped first: pages cached by an
+        earlier process stay charged to its cgroup, so a file cached before would escape the limit."""
+        why = drop_page_cache()
+        if why:
+            raise BenchError("cannot hold a run to its budget: the page cache cannot be dropped (%s)" % why)
         name = "memory.max" if self.version == 2 else "memory.limit_in_bytes"
         with open(os.path.join(self.path, name), "w") as f:
             f.write(str(limit))
@@ -585,11 +605,17 @@ def parse_airllm(stdout, stderr):
     return {"decode_sweep_s": float(found.group(1)), "decode_tps": 1.0 / float(found.group(1))}
 
 
-def measured_disk(path, size):
-    bps = fio_read(path, size, 6)
-    say("  disk          %s   [fio: O_DIRECT, %d KiB reads, %d in flight through io_uring, as the engine reads]" % (
-        fmt_gbps(bps), ENGINE_READ_BYTES >> 10, ENGINE_READ_DEPTH))
-    return bps
+def measured_disk(path):
+    """The whole checkpoint file once, as a sweep reads it (at most 30 s each): into fio's own
+    buffers on 4 KiB pages, and on huge pages as the engine's buffers are (as root). The larger
+    is the limit."""
+    small = fio_read(path, os.path.getsize(path), 30)
+    huge = fio_read(path, os.path.getsize(path), 30, huge_pages=True) if os.geteuid() == 0 else None
+    say("  disk          %s into buffers on huge pages, %s on 4 KiB pages   [fio: the whole file, O_DIRECT, %d KiB "
+        "reads, %d in flight through io_uring, as the engine reads]" % (
+            fmt_gbps(huge) if huge else "not measured (needs root)", fmt_gbps(small), ENGINE_READ_BYTES >> 10,
+            ENGINE_READ_DEPTH))
+    return max(small, huge or 0)
 
 
 def report(rows, args):
@@ -702,10 +728,9 @@ def main():
         context = args.prefill + args.decode
         base = [layerwise, "generate", "--model", hf_dir, "--prompt-ids", prompt_text, "--max-new-tokens",
                 str(args.decode), "--ignore-eos", "--threads", str(args.threads)]
-        probe_size = min(os.path.getsize(weights), 8 << 30)
 
         def ours(name, budget, extra, predicted=None, wrap=None):
-            disk = measured_disk(weights, probe_size)
+            disk = measured_disk(weights)
             command = base + ["--max-memory", str(budget), "--profile"] + extra
             run = run_engine(name, wrap(command) if wrap else command, timeout=args.timeout)
             row = {"name": name, "budget": budget, "disk_bps": disk, "error": run["error"], "command": run["command"]}
@@ -726,7 +751,7 @@ def main():
             if cgroup.available():
                 rows.append({"name": name, "budget": budget, "error": "not run: " + cgroup.available()})
                 return
-            disk = measured_disk(weights, probe_size)
+            disk = measured_disk(weights)
             cgroup.limit(budget)
             run = run_engine(name, cgroup.wrap(command), parse=parse, timeout=args.timeout)
             row = {"name": name, "budget": budget, "disk_bps": disk, "error": run["error"], "reads": "mmap" if
@@ -751,7 +776,7 @@ def main():
             if llama_bench:
                 limited("llama.cpp mmap, cgroup", budget,
                         [llama_bench, "-m", gguf_path, "-p", "0", "-n", str(args.decode - 1), "-r", "1", "--no-warmup",
-                         "-t", str(args.threads), "-lm", "mmap", "-o", "json"], parse_llama_bench(args.decode - 1),
+                         "-t", str(args.threads), "-lm", "mmap", "--repack", "0", "-o", "json"], parse_llama_bench(args.decode - 1),
                         os.path.getsize(gguf_path))
             if args.airllm_python:
                 # AirLLM loads a tokenizer it does not use here (ids in, ids out): stories260K's will do.

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <sstream>
 
 #include "format/manifest.h"
 #include "helpers.h"
@@ -25,6 +26,21 @@ std::string damaged_copy(const test::TempDir& dir, const std::string& fixture_na
 double number_after(const std::string& text, const std::string& label) {
   const size_t at = text.find(label);
   return at == std::string::npos ? std::nan("") : std::strtod(text.c_str() + at + label.size(), nullptr);
+}
+
+// Runs `args` with the least --max-memory the engine accepts plus `slack_kib`: the budget counts
+// the process itself, which varies by up to about 0.2 MiB between runs, so a run refused at one
+// minimum is retried at the minimum it states.
+test::RunResult run_near_minimum(std::vector<std::string> args, int slack_kib) {
+  args.insert(args.end(), {"--max-memory", "1MiB"});
+  test::RunResult result;
+  for (int attempt = 0; attempt < 4; attempt++) {
+    result = test::layerwise(args);
+    const double minimum_mib = number_after(result.err, "needs at least ");
+    if (result.exit_code == 0 || std::isnan(minimum_mib)) break;
+    args.back() = std::to_string(static_cast<int>(minimum_mib * 1024) + slack_kib) + "KiB";
+  }
+  return result;
 }
 
 void expect_failure(const test::RunResult& result, const std::string& needle) {
@@ -125,23 +141,17 @@ TEST(Cli, RefusesABudgetTooSmallAndSaysTheMinimum) {
 }
 
 TEST(Cli, StreamsStories260KAtTheMinimumBudgetAndReReadsEveryLayer) {
-  // The budget counts the process itself (code, libraries, heap), which varies by up to about
-  // 0.2 MiB between runs, more than a layer (177.5 KiB). So: start below the minimum, take the
-  // minimum the refusal states, and step down while a layer still stays resident.
-  std::string budget = "1MiB";
-  test::RunResult result;
-  for (int attempt = 0; attempt < 8; attempt++) {
-    result = layerwise({"generate", "--model", test::stories_path(), "--prompt-ids", "1", "--max-new-tokens", "50",
-                        "--max-memory", budget, "--ignore-eos", "--output-ids"});
-    if (result.exit_code == 0 && result.err.find("(0 of 6 layers resident)") != std::string::npos)
-      break;
-    if (result.exit_code != 0) {
-      const double minimum_mib = number_after(result.err, "needs at least ");
-      ASSERT_FALSE(std::isnan(minimum_mib)) << result.err;
-      budget = std::to_string(static_cast<int>(minimum_mib * 1024 + 50)) + "KiB";
-    } else {
-      budget = std::to_string(std::stoi(budget) - 100) + "KiB";  // a layer stayed resident: less
-    }
+  // The least budget plus 50 KiB, less than a layer (177.5 KiB): nothing should stay resident.
+  // Should the process have shrunk since the minimum was stated, a layer may: step down.
+  const std::vector<std::string> args = {"generate", "--model", test::stories_path(), "--prompt-ids", "1", "--max-new-tokens",
+                                         "50", "--ignore-eos", "--output-ids"};
+  test::RunResult result = run_near_minimum(args, 50);
+  for (int attempt = 0; attempt < 4 && result.exit_code == 0 && result.err.find("(0 of 6 layers resident)") == std::string::npos;
+       attempt++) {
+    const double budget_mib = number_after(result.err, "memory    budget ");
+    std::vector<std::string> lower = args;
+    lower.insert(lower.end(), {"--max-memory", std::to_string(static_cast<int>(budget_mib * 1024) - 100) + "KiB"});
+    result = layerwise(lower);
   }
   ASSERT_EQ(result.exit_code, 0) << result.err;
   ASSERT_NE(result.err.find("(0 of 6 layers resident)"), std::string::npos) << result.err;
@@ -294,8 +304,36 @@ TEST(Cli, InfoShowsArchitectureUnitsAndPlan) {
   auto result = layerwise({"info", "--model", test::fixture("mqa-headdim-linear-bias-f32"), "--max-memory", "64MiB"});
   ASSERT_EQ(result.exit_code, 0) << result.err;
   for (const char* needle : {"3 layers, hidden 32, heads 4 (kv 1, head_dim 16)", "scaling linear (factor 2)", "layer.2",
-                             "resident units      4 of 4"})
+                             "resident units      4 of 4", "reads               through the page cache (",
+                             "fit in the page cache beside the budget", "(nothing streamed)"})
     EXPECT_NE(result.out.find(needle), std::string::npos) << needle << " in\n" << result.out;
+  // Streamed, read around the page cache: the prediction is the longer of reading and computing.
+  result = run_near_minimum({"info", "--model", test::stories_path(), "--io", "direct", "--context", "8"}, 50);
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.out.find("reads               direct, around the page cache (--io direct)"), std::string::npos) << result.out;
+  const double read = number_after(result.out, "predicted: reading "), compute = number_after(result.out, " s, computing ");
+  EXPECT_GT(read, 0) << result.out;
+  EXPECT_DOUBLE_EQ(number_after(result.out, "decode sweep        "), std::max(read, compute)) << result.out;
+  result = layerwise({"info", "--model", test::stories_path(), "--no-measure"});
+  EXPECT_EQ(result.out.find("predicted"), std::string::npos) << result.out;
+  expect_failure(layerwise({"info", "--model", test::stories_path(), "--io", "sideways"}), "--io");
+}
+
+TEST(Cli, ProfilePrintsALinePerSweepAndPerLayer) {
+  auto result = layerwise({"generate", "--model", test::stories_path(), "--prompt-ids", "1 5 9", "--max-new-tokens", "6",
+                           "--ignore-eos", "--output-ids", "--profile"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  int sweep_lines = 0, layer_lines = 0;
+  std::istringstream err(result.err);
+  for (std::string line; std::getline(err, line);) {
+    if (line.rfind("profile ", 0) != 0 || line.find("seconds") != std::string::npos || line.find("loads") != std::string::npos)
+      continue;
+    (line.find("layer.") != std::string::npos || line.find(" head ") != std::string::npos ? layer_lines : sweep_lines)++;
+  }
+  EXPECT_EQ(sweep_lines, 6) << result.err;  // one prefill sweep, five decode sweeps
+  EXPECT_EQ(layer_lines, 6) << result.err;  // five layers and the head
+  EXPECT_NE(result.err.find("per sweep 5 decode sweeps (1 tokens each)"), std::string::npos) << result.err;
+  EXPECT_NE(result.err.find("bound     by computing: every layer is resident"), std::string::npos) << result.err;
 }
 
 // A generated checkpoint of a few hundred MB streamed at a budget far below its size: the
@@ -311,12 +349,24 @@ TEST(Cli, StreamedRunStaysWithinItsBudget) {
   const uint64_t model_bytes = std::filesystem::file_size(dir / "hf/model.safetensors");
   EXPECT_GT(model_bytes, 200ull << 20);
   const long budget_kib = 64 * 1024;
-  auto result = layerwise({"generate", "--model", dir / "hf", "--prompt-ids", "1 5 9 200 7", "--max-new-tokens", "4",
-                           "--max-memory", "64MiB", "--ignore-eos"});
-  ASSERT_EQ(result.exit_code, 0) << result.err;
-  EXPECT_EQ(test::parse_ids(result.out).size(), 4u);
-  EXPECT_LT(result.peak_rss_kib, budget_kib) << result.err;
-  EXPECT_GT(number_after(result.err, "layer loads "), 17) << "layers must have been re-read: " << result.err;
+  std::vector<int> first_ids;
+  for (const char* io : {"direct", "cached"}) {
+    auto result = layerwise({"generate", "--model", dir / "hf", "--prompt-ids", "1 5 9 200 7", "--max-new-tokens", "4",
+                             "--max-memory", "64MiB", "--ignore-eos", "--io", io});
+    ASSERT_EQ(result.exit_code, 0) << result.err;
+    const auto ids = test::parse_ids(result.out);
+    EXPECT_EQ(ids.size(), 4u);
+    if (first_ids.empty()) first_ids = ids;
+    EXPECT_EQ(ids, first_ids) << "reading " << io;
+    EXPECT_LT(result.peak_rss_kib, budget_kib) << result.err;
+    EXPECT_GT(number_after(result.err, "layer loads "), 17) << "layers must have been re-read: " << result.err;
+    EXPECT_NE(result.err.find(std::string("\nreads     ") + (io == std::string("direct") ? "direct" : "through the page cache")),
+              std::string::npos) << result.err;
+  }
+  // Splitting reads and writes in chunks: a few MiB whatever the model's size.
+  auto split = layerwise({"split", "--model", dir / "hf", "--out", dir / "split", "--quiet"});
+  ASSERT_EQ(split.exit_code, 0) << split.err;
+  EXPECT_LT(split.peak_rss_kib, budget_kib) << "split of a " << model_bytes << "-byte model";
 }
 
 }  // namespace

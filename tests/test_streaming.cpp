@@ -114,6 +114,17 @@ TEST_P(Pipeline, AFileThatShrankOrChangedIsAnErrorNamingIt) {
   expect_error([&] { reopened.read({head}); }, {path, "was modified during the run"});
 }
 
+TEST_P(Pipeline, AReadTheKernelRefusesIsAnErrorNamingTheFile) {
+  // A directory opens, but reading it fails (EISDIR): the path every I/O error takes.
+  test::TempDir dir;
+  const std::string path = dir / "not-a-file";
+  std::filesystem::create_directory(path);
+  ReadPipeline pipeline({path}, GetParam().direct, GetParam().io_uring);
+  MappedBuffer buffer(4096);
+  expect_error([&] { pipeline.read({{0, 0, 4096, 4096, buffer.data(), pipeline.direct()}}); },
+               {path, "read failed at byte 0: Is a directory"});
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, Pipeline,
                          ::testing::Values(PipelineCase{false, true}, PipelineCase{true, true}, PipelineCase{false, false},
                                            PipelineCase{true, false}),
