@@ -30,13 +30,13 @@ import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stream_bench import (run_main, engine_tools, find_llama_cpp, ROOT, BenchError, checkpoint_bytes, describe_machine, fmt_seconds, fmt_size,  # noqa: E402
+from stream_bench import (run_main, engine_tools, find_llama_cpp, ROOT, BenchError, MemoryCgroup, checkpoint_bytes,  # noqa: E402
+                          describe_machine, drop_file_cache, fmt_seconds, fmt_size, spawn,
                           indent, known_shapes, make_workdir, parse_engine_size, parse_size, print_table,
-                          reset_own_peak_rss, run_tool, say)
+                          run_tool, say)
 
 
 
@@ -71,8 +71,8 @@ SCORE_PATTERNS = {
     "sweeps": re.compile(r"^sweeps\s+(\d+) in ([0-9.]+) s; layer loads (\d+); read ([0-9.]+ [KMGT]?i?B) in ([0-9.]+) s",
                          re.M),
     "waited": re.compile(r"^sweeps\s.*waited for reads ([0-9.]+) s", re.M),
-    "memory": re.compile(r"^memory\s+budget ([0-9.]+ [KMGT]?i?B); plan ([0-9.]+ [KMGT]?i?B); peak RSS ([0-9.]+ [KMGT]?i?B)",
-                         re.M),
+    "memory": re.compile(r"^memory\s+budget ([0-9.]+ [KMGT]?i?B); plan ([0-9.]+ [KMGT]?i?B) \([^)]*\); "
+                         r"peak RSS ([0-9.]+ [KMGT]?i?B)", re.M),
 }
 
 
@@ -91,37 +91,6 @@ def parse_score_stats(stderr):
         "budget": parse_engine_size(m.group(1))[0], "plan": parse_engine_size(m.group(2))[0],
         "engine_peak_rss": parse_engine_size(m.group(3))[0],
     }
-
-
-def spawn(command, preexec=None, timeout=None):
-    """Runs command with its output in files; returns (exit code, stdout, stderr, wall s, CPU s,
-    wait4 peak RSS, this script's RSS floor)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        floor = reset_own_peak_rss() or 0
-        start = time.monotonic()
-        process = subprocess.Popen(command, stdout=out, stderr=err, preexec_fn=preexec)
-        deadline = start + timeout if timeout else None
-        try:
-            while True:
-                pid, status, usage = os.wait4(process.pid, os.WNOHANG if deadline else 0)
-                if pid:
-                    break
-                if time.monotonic() > deadline:
-                    process.kill()
-                    _, status, usage = os.wait4(process.pid, 0)
-                    break
-                time.sleep(0.2)
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
-        wall = time.monotonic() - start
-        code = os.waitstatus_to_exitcode(status)
-        process.returncode = code
-        out.seek(0)
-        err.seek(0)
-        return (code, out.read().decode(errors="replace"), err.read().decode(errors="replace"), wall,
-                usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, floor)
 
 
 def run_score(name, command):
@@ -246,103 +215,6 @@ def run_llama(name, bin_dir, gguf_path, task_path, tasks, choices, context, thre
                                                                    run["cgroup"]["failcnt"]) if cgroup else "",
             stats["same_best"], tasks, load))
     return run
-
-
-def drop_file_cache(path):
-    """Evicts the file's clean pages, so a run in a cgroup faults them in (and is charged for them)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
-class MemoryCgroup:
-    """A child of this process's own memory cgroup with a limit, for one command (v1 or v2)."""
-
-    def __init__(self, limit):
-        self.limit, self.path, self.version = limit, None, None
-        base, version, why = self.own_memory_cgroup()
-        if base is None:
-            raise OSError(why)
-        path = os.path.join(base, "layerwise-score-bench-%d" % os.getpid())
-        os.mkdir(path)
-        self.path, self.version = path, version
-        try:
-            name = "memory.limit_in_bytes" if version == 1 else "memory.max"
-            with open(os.path.join(path, name), "w") as f:
-                f.write(str(limit))
-            with open(os.path.join(path, name)) as f:
-                if int(f.read().strip()) > limit:
-                    raise OSError("the limit written to %s did not hold" % name)
-        except OSError:
-            self.remove()
-            raise
-
-    @staticmethod
-    def own_memory_cgroup():
-        try:
-            with open("/proc/self/cgroup") as f:
-                lines = [line.strip().split(":", 2) for line in f if line.strip()]
-            with open("/proc/mounts") as f:
-                mounts = [line.split() for line in f]
-        except OSError as e:
-            return None, None, str(e)
-        for _, controllers, group in lines:
-            if "memory" in controllers.split(","):
-                for m in mounts:
-                    if m[2] == "cgroup" and "memory" in m[3].split(","):
-                        path = m[1] + group
-                        if os.path.exists(os.path.join(path, "memory.limit_in_bytes")):
-                            return path, 1, None
-        for _, controllers, group in lines:
-            if controllers == "":
-                for m in mounts:
-                    if m[2] == "cgroup2":
-                        path = m[1] + group
-                        try:
-                            with open(os.path.join(path, "cgroup.subtree_control")) as f:
-                                if "memory" in f.read().split():
-                                    return path, 2, None
-                        except OSError:
-                            continue
-                return None, None, "cgroup v2 without the memory controller enabled for this process's children"
-        return None, None, "no memory cgroup controller is mounted"
-
-    def enter(self):  # runs in the child between fork and exec
-        with open(os.path.join(self.path, "cgroup.procs"), "w") as f:
-            f.write(str(os.getpid()))
-
-    def report(self):
-        result = {"path": self.path, "version": self.version, "limit": self.limit}
-        names = {"max_usage": ("memory.max_usage_in_bytes", "memory.peak"), "failcnt": ("memory.failcnt", None)}
-        for key, (v1, v2) in names.items():
-            name = v1 if self.version == 1 else v2
-            try:
-                with open(os.path.join(self.path, name)) as f:
-                    result[key] = int(f.read().split()[0])
-            except (OSError, TypeError, ValueError, IndexError):
-                result[key] = None
-        if self.version == 2:
-            try:
-                with open(os.path.join(self.path, "memory.events")) as f:
-                    events = dict(line.split() for line in f if line.strip())
-                result["failcnt"] = int(events.get("max", 0))
-                result["oom_kill"] = int(events.get("oom_kill", 0))
-            except OSError:
-                pass
-        return result
-
-    def remove(self):
-        if not self.path:
-            return
-        for _ in range(50):
-            try:
-                os.rmdir(self.path)
-                self.path = None
-                return
-            except OSError:
-                time.sleep(0.1)
 
 
 # ----------------------------------------------------------------------------- report

@@ -25,7 +25,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -295,21 +294,6 @@ def run_tool(command, what):
     return seconds, result
 
 
-# ----------------------------------------------------------------------------- hardware probes
-
-def drop_page_cache():
-    """Returns None on success, else why it could not be done."""
-    if os.geteuid() != 0:
-        return "not running as root"
-    try:
-        os.sync()
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
-        return None
-    except OSError as e:
-        return "writing /proc/sys/vm/drop_caches failed: %s" % e
-
-
 # ----------------------------------------------------------------------------- engine runs
 
 SIZE = r"([0-9.]+ [KMGT]?i?B)"
@@ -403,46 +387,58 @@ def make_workdir(requested, prefix):
     return tempfile.mkdtemp(prefix=prefix, dir="/tmp"), True
 
 
-def run_engine(name, command, parse=None, timeout=None):
-    """Runs one command (by default a `layerwise generate`) in a fresh process; parse(stdout,
-    stderr) reads its results (default: the engine's statistics). Its own peak RSS comes from
-    wait4() on its pid (it cannot read below this script's own peak RSS at the time of the spawn,
-    kept as the floor). After `timeout` seconds it is killed."""
-    parse = parse or (lambda stdout, stderr: parse_stats(stderr))
-    say("  %s\n    $ %s" % (name, " ".join(c if " " not in c else "'%s'" % (c[:40] + " ...") for c in command)))
+def spawn(command, preexec=None, timeout=None):
+    """Runs command with its output in files; returns (exit code, stdout, stderr, wall s, CPU s,
+    wait4 peak RSS, this script's RSS floor)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0
         floor = reset_own_peak_rss() or 0
         start = time.monotonic()
-        process = subprocess.Popen(command, stdout=out, stderr=err)
-        timer = threading.Timer(timeout, process.kill) if timeout else None
-        if timer:
-            timer.start()
+        process = subprocess.Popen(command, stdout=out, stderr=err, preexec_fn=preexec)
+        deadline = start + timeout if timeout else None
         try:
-            _, status, usage = os.wait4(process.pid, 0)
+            while True:
+                pid, status, usage = os.wait4(process.pid, os.WNOHANG if deadline else 0)
+                if pid:
+                    break
+                if time.monotonic() > deadline:
+                    process.kill()
+                    _, status, usage = os.wait4(process.pid, 0)
+                    break
+                time.sleep(0.2)
         except BaseException:
             process.kill()
             process.wait()
             raise
-        finally:
-            if timer:
-                timer.cancel()
         wall = time.monotonic() - start
-        process.returncode = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else \
-            (os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status))
+        code = os.waitstatus_to_exitcode(status)
+        process.returncode = code
         out.seek(0)
         err.seek(0)
-        stdout = out.read().decode(errors="replace")
-        stderr = err.read().decode(errors="replace")
-    run = {"mode": name, "command": command, "exit": process.returncode, "wall_s": wall,
-           "cpu_s": usage.ru_utime + usage.ru_stime, "wait4_peak_rss": usage.ru_maxrss * 1024,
-           "wait4_floor": floor, "stdout": stdout, "stderr": stderr, "load_before": load_before, "error": None, "stats": None}
+        return (code, out.read().decode(errors="replace"), err.read().decode(errors="replace"), wall,
+                usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, floor)
+
+
+def run_engine(name, command, parse=None, timeout=None, cgroup=None):
+    """Runs one command (by default a `layerwise generate`) in a fresh process, inside `cgroup`
+    (a MemoryCgroup) if given; parse(stdout, stderr) reads its results (default: the engine's
+    statistics). Its own peak RSS comes from wait4() on its pid (it cannot read below this
+    script's own peak RSS at the time of the spawn, kept as the floor). After `timeout` seconds
+    it is killed."""
+    parse = parse or (lambda stdout, stderr: parse_stats(stderr))
+    say("  %s\n    $ %s%s" % (name, " ".join(c if " " not in c else "'%s'" % (c[:40] + " ...") for c in command),
+                              "   [in memory cgroup %s, limit %s]" % (cgroup.path, fmt_size(cgroup.limit)) if cgroup else ""))
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0
+    code, stdout, stderr, wall, cpu, rss, floor = spawn(command, preexec=cgroup.enter if cgroup else None, timeout=timeout)
+    run = {"mode": name, "command": command, "exit": code, "wall_s": wall, "cpu_s": cpu, "wait4_peak_rss": rss,
+           "wait4_floor": floor, "stdout": stdout, "stderr": stderr, "load_before": load_before, "error": None, "stats": None,
+           "cgroup": cgroup.report() if cgroup else None}
     if timeout and wall >= timeout:
         run["error"] = "killed after the %d s time limit" % timeout
-    elif process.returncode == -9:
-        run["error"] = "killed (SIGKILL: out of memory in its cgroup?)"
-    elif process.returncode != 0:
-        run["error"] = "exit status %d" % process.returncode
+    elif code == -signal.SIGKILL:
+        failed = run["cgroup"].get("failcnt") if cgroup else None
+        run["error"] = "killed by SIGKILL" + (" (the cgroup's memory limit: %d failed charges)" % failed if failed else "")
+    elif code != 0:
+        run["error"] = "exit status %d" % code
     else:
         try:
             run["stats"] = parse(stdout, stderr)
@@ -455,9 +451,10 @@ def run_engine(name, command, parse=None, timeout=None):
         lines = [line for line in stderr.rstrip().splitlines() if not line.startswith("profile ") and "%|" not in line]
         say(indent("\n".join(lines[-25:]), "    | "))
         say("    wall %.2f s, CPU %.2f s (%.1f cores busy on average), peak RSS by wait4 %s (cannot read below %s, "
-            "this script's own peak at the spawn); load average before %.2f" % (
-                wall, run["cpu_s"], run["cpu_s"] / wall if wall > 0 else 0, fmt_size(run["wait4_peak_rss"]),
-                fmt_size(floor), load_before))
+            "this script's own peak at the spawn)%s; load average before %.2f" % (
+                wall, cpu, cpu / wall if wall > 0 else 0, fmt_size(rss), fmt_size(floor),
+                "; cgroup peak %s" % fmt_size(run["cgroup"]["max_usage"]) if cgroup and run["cgroup"]["max_usage"] else "",
+                load_before))
     return run
 
 
@@ -498,65 +495,101 @@ def fio_read(path, size, seconds, huge_pages=False):
 
 # ----------------------------------------------------------------------------- memory limits
 
+def drop_file_cache(path):
+    """Evicts the file's clean pages, so a run in a cgroup faults them in (and is charged for them)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 class MemoryCgroup:
-    """A memory cgroup (v2, or v1's memory controller) limited to `limit` bytes, page cache
-    included: the way to give llama.cpp's mmap and AirLLM the same budget as --max-memory.
-    available() is None when cgroups can be used, else why not."""
+    """A child of this process's own memory cgroup with a limit, for one command (v1 or v2)."""
 
-    def __init__(self, name):
-        self.path = self.procs = None
-        self.version = None
-        if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-            self.version, root = 2, "/sys/fs/cgroup"
-        elif os.path.isdir("/sys/fs/cgroup/memory"):
-            self.version, root = 1, "/sys/fs/cgroup/memory"
-        else:
-            self.why = "no cgroup v2 hierarchy and no v1 memory controller under /sys/fs/cgroup"
-            return
-        self.path = os.path.join(root, name)
+    def __init__(self, limit):
+        self.limit, self.path, self.version = limit, None, None
+        base, version, why = self.own_memory_cgroup()
+        if base is None:
+            raise OSError(why)
+        path = os.path.join(base, "layerwise-bench-%d" % os.getpid())
+        os.mkdir(path)
+        self.path, self.version = path, version
         try:
-            if os.path.isdir(self.path):
-                os.rmdir(self.path)
-            os.mkdir(self.path)
-            self.why = None
+            name = "memory.limit_in_bytes" if version == 1 else "memory.max"
+            with open(os.path.join(path, name), "w") as f:
+                f.write(str(limit))
+            with open(os.path.join(path, name)) as f:
+                if int(f.read().strip()) > limit:
+                    raise OSError("the limit written to %s did not hold" % name)
+        except OSError:
+            self.remove()
+            raise
+
+    @staticmethod
+    def own_memory_cgroup():
+        try:
+            with open("/proc/self/cgroup") as f:
+                lines = [line.strip().split(":", 2) for line in f if line.strip()]
+            with open("/proc/mounts") as f:
+                mounts = [line.split() for line in f]
         except OSError as e:
-            self.why = "cannot create %s: %s" % (self.path, e)
-            self.path = None
+            return None, None, str(e)
+        for _, controllers, group in lines:
+            if "memory" in controllers.split(","):
+                for m in mounts:
+                    if m[2] == "cgroup" and "memory" in m[3].split(","):
+                        path = m[1] + group
+                        if os.path.exists(os.path.join(path, "memory.limit_in_bytes")):
+                            return path, 1, None
+        for _, controllers, group in lines:
+            if controllers == "":
+                for m in mounts:
+                    if m[2] == "cgroup2":
+                        path = m[1] + group
+                        try:
+                            with open(os.path.join(path, "cgroup.subtree_control")) as f:
+                                if "memory" in f.read().split():
+                                    return path, 2, None
+                        except OSError:
+                            continue
+                return None, None, "cgroup v2 without the memory controller enabled for this process's children"
+        return None, None, "no memory cgroup controller is mounted"
 
-    def available(self):
-        return self.why
+    def enter(self):  # runs in the child between fork and exec
+        with open(os.path.join(self.path, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
 
-    def limit(self, limit):
-        """Sets the limit for the next run. The page cache is dropped first: pages cached by an
-        earlier process stay charged to its cgroup, so a file cached before would escape the limit."""
-        why = drop_page_cache()
-        if why:
-            raise BenchError("cannot hold a run to its budget: the page cache cannot be dropped (%s)" % why)
-        name = "memory.max" if self.version == 2 else "memory.limit_in_bytes"
-        with open(os.path.join(self.path, name), "w") as f:
-            f.write(str(limit))
-        if self.version == 1:  # reset the high-water mark between runs
-            with open(os.path.join(self.path, "memory.max_usage_in_bytes"), "w") as f:
-                f.write("0")
-
-    def wrap(self, command):
-        """The command, started inside the cgroup."""
-        return ["sh", "-c", 'echo $$ > "$0" && exec "$@"', os.path.join(self.path, "cgroup.procs")] + list(command)
-
-    def peak(self):
-        name = "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"
-        try:
-            with open(os.path.join(self.path, name)) as f:
-                return int(f.read().strip())
-        except (OSError, ValueError):
-            return None
-
-    def remove(self):
-        if self.path:
+    def report(self):
+        result = {"path": self.path, "version": self.version, "limit": self.limit}
+        names = {"max_usage": ("memory.max_usage_in_bytes", "memory.peak"), "failcnt": ("memory.failcnt", None)}
+        for key, (v1, v2) in names.items():
+            name = v1 if self.version == 1 else v2
             try:
-                os.rmdir(self.path)
+                with open(os.path.join(self.path, name)) as f:
+                    result[key] = int(f.read().split()[0])
+            except (OSError, TypeError, ValueError, IndexError):
+                result[key] = None
+        if self.version == 2:
+            try:
+                with open(os.path.join(self.path, "memory.events")) as f:
+                    events = dict(line.split() for line in f if line.strip())
+                result["failcnt"] = int(events.get("max", 0))
+                result["oom_kill"] = int(events.get("oom_kill", 0))
             except OSError:
                 pass
+        return result
+
+    def remove(self):
+        if not self.path:
+            return
+        for _ in range(50):
+            try:
+                os.rmdir(self.path)
+                self.path = None
+                return
+            except OSError:
+                time.sleep(0.1)
 
 
 # ----------------------------------------------------------------------------- the runs
@@ -685,7 +718,6 @@ def main():
     workdir, created_workdir = make_workdir(args.workdir, "layerwise-stream-")
     hf_dir, gguf_path, airllm_dir = (os.path.join(workdir, name) for name in ("hf", "model.gguf", "airllm"))
     created = []
-    cgroup = MemoryCgroup("layerwise-stream-bench")
     rows = []
     results = {"args": vars(args), "rows": rows}
     try:
@@ -714,12 +746,11 @@ def main():
             # The GGUF writer's peak is a few copies of the largest tensor (bench/hf_to_gguf.py).
             run_tool([sys.executable, os.path.join(ROOT, "bench", "hf_to_gguf.py"), hf_dir, gguf_path, "--outtype",
                       args.dtype], "hf_to_gguf.py")
-        if cgroup.available():
-            say("  cgroup        not available (%s): llama.cpp and AirLLM cannot be held to the budget, so they "
-                "are not run" % cgroup.available())
-        else:
-            say("  cgroup        %s (v%d): llama.cpp, AirLLM and layerwise --io auto run inside it, limited to the "
-                "budget, page cache included" % (cgroup.path, cgroup.version))
+        _, version, no_cgroup = MemoryCgroup.own_memory_cgroup()
+        say("  cgroup        %s" % ("not available (%s): llama.cpp and AirLLM cannot be held to the budget, so they "
+                                    "are not run" % no_cgroup if no_cgroup else
+                                    "v%d: llama.cpp, AirLLM and layerwise --io auto run in a child of this process's "
+                                    "memory cgroup limited to the budget, page cache included" % version))
 
         vocab = int(json.load(open(os.path.join(hf_dir, "config.json")))["vocab_size"])
         rng = random.Random(args.seed)
@@ -729,34 +760,44 @@ def main():
         base = [layerwise, "generate", "--model", hf_dir, "--prompt-ids", prompt_text, "--max-new-tokens",
                 str(args.decode), "--ignore-eos", "--threads", str(args.threads)]
 
-        def ours(name, budget, extra, predicted=None, wrap=None):
+        def in_cgroup(name, budget, command, files, **run_args):
+            """Runs command in a memory cgroup limited to budget, after evicting `files` from the
+            page cache (pages cached earlier stay charged to whoever read them, escaping the limit)."""
+            if no_cgroup:
+                return {"error": "not run: " + no_cgroup, "stats": None, "cgroup": None}
+            cgroup = MemoryCgroup(budget)
+            try:
+                for path in files:
+                    drop_file_cache(path)
+                return run_engine(name, command, cgroup=cgroup, **run_args)
+            finally:
+                cgroup.remove()
+
+        def ours(name, budget, extra, predicted=None, limited=False):
             disk = measured_disk(weights)
             command = base + ["--max-memory", str(budget), "--profile"] + extra
-            run = run_engine(name, wrap(command) if wrap else command, timeout=args.timeout)
-            row = {"name": name, "budget": budget, "disk_bps": disk, "error": run["error"], "command": run["command"]}
+            run = in_cgroup(name, budget, command, [weights], timeout=args.timeout) if limited else \
+                run_engine(name, command, timeout=args.timeout)
+            row = {"name": name, "budget": budget, "disk_bps": disk, "error": run["error"]}
             if run["stats"]:
                 st, sweep = run["stats"], run["stats"]["decode_sweep"]
                 row.update({"reads": "direct" if st["direct"] else "cached", "resident": "%d of %d" % (
                     st["resident_units"], st["units"]), "sweep_s": sweep["seconds"], "read_bytes": sweep["read_bytes"],
                     "predicted_s": predicted, "hidden_pct": round(100 * (1 - min(1, sweep["wait_s"] / sweep["read_s"])))
-                    if sweep["read_s"] else 100, "peak": max(st["engine_peak_rss"], run["wait4_peak_rss"]),
+                    if sweep["read_s"] else 100, "peak": max(st["engine_peak_rss"], run["wait4_peak_rss"],
+                                                               (run["cgroup"] or {}).get("max_usage") or 0),
                     "prefill_tps": st["prefill_tps"], "prefill_hidden_pct": round(100 * (1 - min(
                         1, st["first_sweep"]["wait_s"] / st["first_sweep"]["read_s"]))) if st["first_sweep"] and
                     st["first_sweep"]["read_s"] else None,
                     "stats": st, "output": run["stdout"].split()})
             rows.append(row)
-            return row
 
-        def limited(name, budget, command, parse, read_bytes):
-            if cgroup.available():
-                rows.append({"name": name, "budget": budget, "error": "not run: " + cgroup.available()})
-                return
-            disk = measured_disk(weights)
-            cgroup.limit(budget)
-            run = run_engine(name, cgroup.wrap(command), parse=parse, timeout=args.timeout)
+        def others(name, budget, command, parse, files, read_bytes):
+            disk = measured_disk(weights) if not no_cgroup else None
+            run = in_cgroup(name, budget, command, files, parse=parse, timeout=args.timeout)
             row = {"name": name, "budget": budget, "disk_bps": disk, "error": run["error"], "reads": "mmap" if
-                   "llama" in name else "cached", "read_bytes": read_bytes, "peak": cgroup.peak(),
-                   "command": run["command"]}
+                   "llama" in name else "cached", "read_bytes": read_bytes,
+                   "peak": (run["cgroup"] or {}).get("max_usage")}
             if run["stats"]:
                 row["sweep_s"] = run["stats"]["decode_sweep_s"]
             rows.append(row)
@@ -769,15 +810,13 @@ def main():
             if index:
                 continue
             ours("layerwise --no-prefetch", budget, ["--io", "direct", "--no-prefetch"])
-            if not cgroup.available():
-                cgroup.limit(budget)
-                row = ours("layerwise --io auto, cgroup", budget, ["--io", "auto"], prediction["sweep_s"], cgroup.wrap)
-                row["peak"] = max(row.get("peak") or 0, cgroup.peak() or 0)
+            if not no_cgroup:
+                ours("layerwise --io auto, cgroup", budget, ["--io", "auto"], prediction["sweep_s"], limited=True)
             if llama_bench:
-                limited("llama.cpp mmap, cgroup", budget,
+                others("llama.cpp mmap, cgroup", budget,
                         [llama_bench, "-m", gguf_path, "-p", "0", "-n", str(args.decode - 1), "-r", "1", "--no-warmup",
                          "-t", str(args.threads), "-lm", "mmap", "--repack", "0", "-o", "json"], parse_llama_bench(args.decode - 1),
-                        os.path.getsize(gguf_path))
+                       [gguf_path], os.path.getsize(gguf_path))
             if args.airllm_python:
                 # AirLLM loads a tokenizer it does not use here (ids in, ids out): stories260K's will do.
                 created.append(airllm_dir)
@@ -787,10 +826,10 @@ def main():
                     os.symlink(os.path.join(hf_dir, name), os.path.join(model_view, name))
                 for name in ("tokenizer.json", "tokenizer_config.json"):
                     shutil.copy(os.path.join(ROOT, "models", "stories260K", name), model_view)
-                limited("AirLLM, cgroup", budget,
+                others("AirLLM, cgroup", budget,
                         [args.airllm_python, os.path.join(ROOT, "bench", "airllm_run.py"), "--model", model_view,
                          "--shards", os.path.join(airllm_dir, "shards"), "--prompt-ids", prompt_text, "--max-new-tokens", str(args.decode),
-                         "--threads", str(args.threads)], parse_airllm, model_bytes)
+                         "--threads", str(args.threads)], parse_airllm, [weights], model_bytes)
         outputs = {tuple(r["output"]) for r in rows if r.get("output")}
         for r in rows:
             if r["name"] == "layerwise --no-prefetch" and r.get("sweep_s"):
@@ -803,7 +842,6 @@ def main():
                 json.dump(results, f, indent=2, default=str)
         return 0 if all(not r.get("error") for r in rows) and len(outputs) <= 1 else 1
     finally:
-        cgroup.remove()
         if args.keep:
             say("\nkept %s" % workdir)
         else:
