@@ -313,7 +313,11 @@ TEST(Cli, InfoShowsArchitectureUnitsAndPlan) {
   EXPECT_NE(result.out.find("reads               direct, around the page cache (--io direct)"), std::string::npos) << result.out;
   const double read = number_after(result.out, "predicted: reading "), compute = number_after(result.out, " s, computing ");
   EXPECT_GT(read, 0) << result.out;
-  EXPECT_DOUBLE_EQ(number_after(result.out, "decode sweep        "), std::max(read, compute)) << result.out;
+  // Two buffers overlap reading and computing; one (the least budget may allow no more) does not.
+  // The figures are printed to the millisecond, each rounded on its own.
+  const bool overlapped = number_after(result.out, "streaming buffers   ") >= 2;
+  EXPECT_NEAR(number_after(result.out, "decode sweep        "), overlapped ? std::max(read, compute) : read + compute, 0.0015)
+      << result.out;
   result = layerwise({"info", "--model", test::stories_path(), "--no-measure"});
   EXPECT_EQ(result.out.find("predicted"), std::string::npos) << result.out;
   expect_failure(layerwise({"info", "--model", test::stories_path(), "--io", "sideways"}), "--io");

@@ -118,7 +118,7 @@ TEST(SmolLM2, SplitDirectoryAndLeastBudgetGiveTheSameIdsAsTransformers) {
 
   // One prompt at the least budget: nothing resident, every layer re-read (and dequantized) each step.
   const RunShape shape{1, static_cast<int>(prompts[0].size()) + 64, static_cast<int>(prompts[0].size()), false};
-  const uint64_t least = split.plan(shape).minimum_budget;
+  const uint64_t least = Engine(gguf_path(), roomy()).plan(shape).minimum_budget;  // its own layout's least
   Engine streamed(gguf_path(), {least, 2, true, false});
   EXPECT_EQ(generate(streamed, {prompts[0]}, options)[0], greedy_of(conversations()[0]));
   const EngineStats stats = streamed.stats();
