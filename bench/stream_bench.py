@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
-"""Streaming benchmark for layerwise: how fast does a model run resident, streamed with
-read-ahead, and streamed without it, and how close does streaming get to what the machine's
-memory and disk allow?
+"""Streaming benchmark for layerwise: does a model larger than the budget run as fast as its
+bytes can be read, and how does it compare with llama.cpp's mmap and AirLLM held to the same
+memory?
 
-    python3 bench/stream_bench.py --shape tinyllama-1.1b --dtype f32 [--budget 2GiB]
-        [--prefill 128] [--decode 32] [--keep] [--workdir DIR]
+    python3 bench/stream_bench.py [--shape llama2-7b] [--dtype f16] [--budgets 2GiB,6GiB]
+        [--prefill 256] [--decode 4] [--no-llama] [--airllm-python PY] [--keep] [--json OUT]
 
-Steps: describe the machine; write a random-weight checkpoint (build/make_checkpoint) and split
-it (layerwise split) in a scratch folder; measure read bandwidth (cold disk when the page cache
-can be dropped, warm page cache) and memcpy bandwidth; run `layerwise generate` three ways
-(resident, --max-memory BUDGET, --max-memory BUDGET --no-prefetch), each in a fresh process;
-print a table and the ratios; delete the scratch files unless --keep. See bench/README.md.
+Steps: describe the machine; write a random-weight checkpoint (build/make_checkpoint), and with
+llama.cpp its GGUF twin (bench/hf_to_gguf.py); per budget, `layerwise info` (the plan and its
+predicted decode sweep) and `layerwise generate --io direct --profile`, each after fio measures
+the disk reading the whole file as the engine reads; at the first budget also --no-prefetch,
+--io auto in a memory cgroup limited to the budget, llama-bench (mmap) and AirLLM
+(bench/airllm_run.py) in the same limit; print one table; delete the scratch files unless
+--keep. See bench/README.md.
 
-Standard library only (Python 3.8+).
+Needs fio, root for the cgroup and the huge-page probe, numpy and gguf for the GGUF file, and a
+Python with airllm and torch for AirLLM (optional). Also the shared helpers of the other
+benchmarks (machine description, spawning, memory cgroups, llama.cpp lookup).
 """
 import argparse
 import json
