@@ -27,14 +27,13 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from stream_bench import (run_main, engine_tools, find_llama_cpp, ROOT, BenchError, checkpoint_bytes, describe_machine, fmt_size,  # noqa: E402
                           indent, known_shapes, make_workdir, meminfo_bytes, parse_size, print_table,
                           run_tool, say)
+from stream_bench import spawn as spawn_process  # noqa: E402
 
 HF_TO_GGUF = os.path.join(ROOT, "bench", "hf_to_gguf.py")
 DTYPES = ("f32", "f16", "bf16")
@@ -85,40 +84,15 @@ def cpu_seconds():
 
 
 def spawn(command, timeout):
-    """Runs command with its output in files. Returns a dict: exit (negative: the signal), stdout,
+    """Runs command (stream_bench's spawn). Returns a dict: exit (negative: the signal), stdout,
     stderr, wall_s, cpu_s (the child's, wait4), timed_out, and others_share: the CPU time other
     processes used during the run (the machine's busy time from /proc/stat minus the child's) as a
     share of wall time x the machine's CPUs; steal_share likewise for time the hypervisor took."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        before = cpu_seconds()
-        start = time.monotonic()
-        process = subprocess.Popen(command, stdout=out, stderr=err)
-        timed_out = threading.Event()
-
-        def kill():
-            timed_out.set()
-            process.kill()
-
-        timer = threading.Timer(timeout, kill)
-        timer.daemon = True
-        timer.start()
-        try:
-            _, status, usage = os.wait4(process.pid, 0)
-        except BaseException:
-            timer.cancel()
-            process.kill()
-            process.wait()
-            raise
-        timer.cancel()
-        wall = time.monotonic() - start
-        after = cpu_seconds()
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        cpu = usage.ru_utime + usage.ru_stime
-        result = {"exit": process.returncode, "stdout": out.read().decode(errors="replace"),
-                  "stderr": err.read().decode(errors="replace"), "wall_s": wall, "cpu_s": cpu,
-                  "timed_out": timed_out.is_set(), "others_share": None, "steal_share": None}
+    before = cpu_seconds()
+    code, stdout, stderr, wall, cpu, _, _, timed_out = spawn_process(command, timeout=timeout)
+    after = cpu_seconds()
+    result = {"exit": code, "stdout": stdout, "stderr": stderr, "wall_s": wall, "cpu_s": cpu, "timed_out": timed_out,
+              "others_share": None, "steal_share": None}
     if before and after and wall > 0:
         capacity = wall * (os.cpu_count() or 1)
         result["others_share"] = max(0.0, (after[0] - before[0]) - cpu) / capacity

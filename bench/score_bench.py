@@ -96,7 +96,7 @@ def parse_score_stats(stderr):
 def run_score(name, command):
     say("  %s\n    $ %s" % (name, " ".join(command)))
     load = os.getloadavg()[0]
-    code, stdout, stderr, wall, cpu, rss, floor = spawn(command)
+    code, stdout, stderr, wall, cpu, rss, floor, _ = spawn(command)
     run = {"name": name, "command": command, "exit": code, "wall_s": wall, "cpu_s": cpu, "wait4_peak_rss": rss,
            "wait4_floor": floor, "load_before": load, "stderr": stderr, "stats": None, "error": None}
     if code != 0:
@@ -189,7 +189,7 @@ def run_llama(name, bin_dir, gguf_path, task_path, tasks, choices, context, thre
     if drop:
         drop_file_cache(drop)
     load = os.getloadavg()[0]
-    code, stdout, stderr, wall, cpu, rss, floor = spawn(command, preexec=cgroup.enter if cgroup else None,
+    code, stdout, stderr, wall, cpu, rss, floor, _ = spawn(command, preexec=cgroup.enter if cgroup else None,
                                                         timeout=timeout)
     run = {"name": name, "command": command, "exit": code, "wall_s": wall, "cpu_s": cpu, "wait4_peak_rss": rss,
            "load_before": load, "stdout": stdout, "stderr": stderr, "stats": None, "error": None,

@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -392,34 +393,38 @@ def make_workdir(requested, prefix):
 
 
 def spawn(command, preexec=None, timeout=None):
-    """Runs command with its output in files; returns (exit code, stdout, stderr, wall s, CPU s,
-    wait4 peak RSS, this script's RSS floor)."""
+    """Runs command with its output in files, killed after `timeout` seconds; returns (exit code,
+    stdout, stderr, wall s, CPU s, wait4 peak RSS, this script's RSS floor, timed out)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         floor = reset_own_peak_rss() or 0
         start = time.monotonic()
         process = subprocess.Popen(command, stdout=out, stderr=err, preexec_fn=preexec)
-        deadline = start + timeout if timeout else None
+        timed_out = threading.Event()
+
+        def kill():
+            timed_out.set()
+            process.kill()
+
+        timer = threading.Timer(timeout, kill) if timeout else None
+        if timer:
+            timer.daemon = True
+            timer.start()
         try:
-            while True:
-                pid, status, usage = os.wait4(process.pid, os.WNOHANG if deadline else 0)
-                if pid:
-                    break
-                if time.monotonic() > deadline:
-                    process.kill()
-                    _, status, usage = os.wait4(process.pid, 0)
-                    break
-                time.sleep(0.2)
+            _, status, usage = os.wait4(process.pid, 0)
         except BaseException:
             process.kill()
             process.wait()
             raise
+        finally:
+            if timer:
+                timer.cancel()
         wall = time.monotonic() - start
         code = os.waitstatus_to_exitcode(status)
         process.returncode = code
         out.seek(0)
         err.seek(0)
         return (code, out.read().decode(errors="replace"), err.read().decode(errors="replace"), wall,
-                usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, floor)
+                usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, floor, timed_out.is_set())
 
 
 def run_engine(name, command, parse=None, timeout=None, cgroup=None):
@@ -432,11 +437,12 @@ def run_engine(name, command, parse=None, timeout=None, cgroup=None):
     say("  %s\n    $ %s%s" % (name, " ".join(c if " " not in c else "'%s'" % (c[:40] + " ...") for c in command),
                               "   [in memory cgroup %s, limit %s]" % (cgroup.path, fmt_size(cgroup.limit)) if cgroup else ""))
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0
-    code, stdout, stderr, wall, cpu, rss, floor = spawn(command, preexec=cgroup.enter if cgroup else None, timeout=timeout)
+    code, stdout, stderr, wall, cpu, rss, floor, timed_out = spawn(command, preexec=cgroup.enter if cgroup else None,
+                                                                   timeout=timeout)
     run = {"mode": name, "command": command, "exit": code, "wall_s": wall, "cpu_s": cpu, "wait4_peak_rss": rss,
            "wait4_floor": floor, "stdout": stdout, "stderr": stderr, "load_before": load_before, "error": None, "stats": None,
            "cgroup": cgroup.report() if cgroup else None}
-    if timeout and wall >= timeout:
+    if timed_out:
         run["error"] = "killed after the %d s time limit" % timeout
     elif code == -signal.SIGKILL:
         failed = run["cgroup"].get("failcnt") if cgroup else None

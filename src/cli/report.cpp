@@ -51,7 +51,7 @@ void print_decode_sweeps(const Engine& engine, const EngineStats& stats, int seq
   double per_token = 0;  // compute seconds per token where many tokens passed (compute-bound)
   for (size_t i = 0; i < stats.sweep_log.size(); i++) {
     const SweepRecord& s = stats.sweep_log[i];
-    if (s.tokens >= 16 && s.tokens > 0) {
+    if (s.tokens >= 16) {
       const double cost = s.compute_seconds() / s.tokens;
       per_token = per_token > 0 ? std::min(per_token, cost) : cost;
     }
