@@ -16,6 +16,7 @@
 #include "backend/cpu_kernels.h"
 #include "backend/thread_pool.h"
 #include "common/error.h"
+#include "common/system.h"
 
 namespace lw {
 namespace cpu {
@@ -97,7 +98,7 @@ std::vector<float> vector_as_f32(const WeightView& w) {
 class CpuBackend final : public Backend {
  public:
   CpuBackend(int threads, cpu::Level level)
-      : pool_(threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))),
+      : pool_(threads > 0 ? threads : usable_cores()),
         level_(level),
         kernels_(cpu::kernels(level)),
         scratch_(static_cast<size_t>(pool_.size())) {

@@ -1,5 +1,7 @@
 #include "backend/thread_pool.h"
 
+#include "common/system.h"
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -17,7 +19,7 @@ inline void pause() {
 
 }  // namespace
 
-ThreadPool::ThreadPool(int threads) {
+ThreadPool::ThreadPool(int threads) : spin_iterations_(threads <= usable_cores() ? kSpinIterations : 0) {
   for (int i = 1; i < threads; i++) workers_.emplace_back([this, i] { worker(i); });
 }
 
@@ -40,7 +42,7 @@ void ThreadPool::worker(int index) {
   uint64_t seen = 0;
   while (true) {
     uint64_t now = generation_.load(std::memory_order_acquire);
-    for (int spin = 0; now == seen && spin < kSpinIterations; spin++) {
+    for (int spin = 0; now == seen && spin < spin_iterations_; spin++) {
       pause();
       now = generation_.load(std::memory_order_acquire);
     }
@@ -68,7 +70,7 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   generation_.fetch_add(1, std::memory_order_release);
   generation_.notify_all();
   run_chunk(0);
-  for (int spin = 0; pending_.load(std::memory_order_acquire) != 0 && spin < kSpinIterations; spin++) pause();
+  for (int spin = 0; pending_.load(std::memory_order_acquire) != 0 && spin < spin_iterations_; spin++) pause();
   for (int left = pending_.load(std::memory_order_acquire); left != 0; left = pending_.load(std::memory_order_acquire))
     pending_.wait(left, std::memory_order_acquire);
   job_ = nullptr;

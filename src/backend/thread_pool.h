@@ -1,6 +1,8 @@
 // A small pool of compute threads. Work is split into contiguous static chunks (so results do
 // not depend on timing); idle workers spin briefly for the next job, then sleep, so they neither
-// burn a core the reader thread needs nor add wake-up latency between back-to-back kernels.
+// burn a core the reader thread needs nor add wake-up latency between back-to-back kernels. A
+// pool with more threads than the process has cores never spins: a spinning thread would hold
+// the core that the thread it waits for needs.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -26,6 +28,7 @@ class ThreadPool {
   void worker(int index);
   void run_chunk(int index);
 
+  const int spin_iterations_;
   std::vector<std::thread> workers_;
   const std::function<void(int64_t, int64_t, int)>* job_ = nullptr;
   int64_t job_size_ = 0, job_grain_ = 1;

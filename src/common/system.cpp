@@ -1,5 +1,6 @@
 #include "common/system.h"
 
+#include <sched.h>
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -7,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include "common/error.h"
@@ -59,7 +61,35 @@ uint64_t cgroup_limit_bytes() {
   return limit;
 }
 
+// Whole CPUs the cgroup v2 quota of this process allows ("cpu.max": QUOTA PERIOD), or 0 for none.
+int cgroup_cpu_quota() {
+  std::ifstream file("/proc/self/cgroup");
+  std::string line;
+  while (std::getline(file, line)) {
+    if (line.rfind("0::", 0) != 0) continue;
+    std::ifstream max("/sys/fs/cgroup" + line.substr(3) + "/cpu.max");
+    std::string quota;
+    uint64_t period = 0;
+    if (!(max >> quota >> period) || quota == "max" || period == 0) return 0;
+    try {
+      return static_cast<int>(std::max<uint64_t>(1, (std::stoull(quota) + period - 1) / period));
+    } catch (const std::exception&) {
+      return 0;
+    }
+  }
+  return 0;
+}
+
 }  // namespace
+
+int usable_cores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  int cores = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+  if (cores <= 0) cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int quota = cgroup_cpu_quota();
+  return quota > 0 ? std::min(cores, quota) : cores;
+}
 
 uint64_t current_rss_bytes() { return read_proc_kib("/proc/self/status", "VmRSS"); }
 uint64_t peak_rss_bytes() { return read_proc_kib("/proc/self/status", "VmHWM"); }

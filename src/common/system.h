@@ -1,4 +1,4 @@
-// What the operating system tells us about memory and time.
+// What the operating system tells us about memory, CPUs and time.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -10,6 +10,8 @@ uint64_t peak_rss_bytes();     // VmHWM: the kernel's high-water mark of residen
 // Memory this process could still use: MemAvailable, capped by a cgroup limit if one is set.
 uint64_t available_memory_bytes();
 double now_seconds();  // monotonic
+// CPUs this process may run on: its affinity mask, capped by a cgroup CPU quota if one is set.
+int usable_cores();
 
 // A large buffer mapped straight from the kernel, zero-filled, and where it spans 2 MiB or more
 // asked to be backed by transparent huge pages: gigabytes of weights then cost a few thousand
