@@ -38,10 +38,11 @@ uint64_t parse_size(const std::string& text) {
 }
 
 std::string format_size(uint64_t bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  if (bytes == kSizeOverflow) return "over 16 EiB (2^64 bytes)";
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
   double value = static_cast<double>(bytes);
   int unit = 0;
-  while (value >= 1024 && unit < 4) {
+  while (value >= 1024 && unit < 6) {
     value /= 1024;
     unit++;
   }

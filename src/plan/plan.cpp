@@ -45,13 +45,14 @@ void decide_io(MemoryPlan& plan, const PlanRequest& request) {
 }  // namespace
 
 uint64_t MemoryPlan::total_bytes() const {
-  return process_bytes + overhead_bytes + kv_bytes + activation_bytes + resident_bytes + stream_bytes;
+  return size_add(size_add(size_add(process_bytes, overhead_bytes), size_add(kv_bytes, activation_bytes)),
+                  size_add(resident_bytes, stream_bytes));
 }
 
 int MemoryPlan::resident_units() const { return static_cast<int>(std::count(resident.begin(), resident.end(), true)); }
 
-uint64_t kv_cache_bytes(const ModelConfig& c, int positions) {
-  return 2ull * c.num_layers * static_cast<uint64_t>(c.kv_dim()) * sizeof(float) * static_cast<uint64_t>(positions);
+uint64_t kv_cache_bytes(const ModelConfig& c, uint64_t positions) {
+  return size_mul(2ull * c.num_layers * static_cast<uint64_t>(c.kv_dim()) * sizeof(float), positions);
 }
 
 uint64_t activation_bytes(const ModelConfig& c, int tokens, int logit_rows, int threads) {
@@ -59,8 +60,9 @@ uint64_t activation_bytes(const ModelConfig& c, int tokens, int logit_rows, int 
                              c.hidden_size /* embedding rows as read */;
   const uint64_t widest = static_cast<uint64_t>(std::max({c.hidden_size, c.q_dim(), c.intermediate_size}));
   const uint64_t per_thread = 4 * widest + c.head_dim + 64;  // converted weight rows, attention tile
-  return sizeof(float) * (per_token * static_cast<uint64_t>(tokens) + static_cast<uint64_t>(logit_rows) * c.vocab_size +
-                          per_thread * static_cast<uint64_t>(threads));
+  return size_mul(sizeof(float), size_add(size_add(size_mul(per_token, static_cast<uint64_t>(tokens)),
+                                                     size_mul(static_cast<uint64_t>(logit_rows), static_cast<uint64_t>(c.vocab_size))),
+                                            size_mul(per_thread, static_cast<uint64_t>(threads))));
 }
 
 MemoryPlan plan_memory(const ModelConfig& config, const std::vector<uint64_t>& unit_bytes, const PlanRequest& request) {
@@ -68,7 +70,8 @@ MemoryPlan plan_memory(const ModelConfig& config, const std::vector<uint64_t>& u
   plan.resident.assign(unit_bytes.size(), false);
   plan.process_bytes = request.process_bytes;
   plan.overhead_bytes = kOverheadBytes;
-  plan.kv_bytes = kv_cache_bytes(config, request.kv_positions > 0 ? request.kv_positions : request.sequences * request.context_tokens);
+  plan.kv_bytes = kv_cache_bytes(config, static_cast<uint64_t>(request.kv_positions > 0 ? request.kv_positions
+                                                                                      : int64_t{request.sequences} * request.context_tokens));
   const int min_tokens = request.sequences;
   const int max_tokens = std::max(request.prompt_tokens, min_tokens);
   auto logit_rows = [&](int tokens) {
@@ -76,7 +79,7 @@ MemoryPlan plan_memory(const ModelConfig& config, const std::vector<uint64_t>& u
     return request.logit_chunk > 0 ? std::min(tokens, request.logit_chunk) : tokens;
   };
   auto activations = [&](int tokens) { return activation_bytes(config, tokens, logit_rows(tokens), request.threads); };
-  const uint64_t fixed = plan.process_bytes + plan.overhead_bytes + plan.kv_bytes;
+  const uint64_t fixed = size_add(size_add(plan.process_bytes, plan.overhead_bytes), plan.kv_bytes);
 
   uint64_t largest_unit = 0, all_units = 0;
   for (size_t u = 1; u < unit_bytes.size(); u++) {
@@ -85,7 +88,7 @@ MemoryPlan plan_memory(const ModelConfig& config, const std::vector<uint64_t>& u
   }
   plan.weight_bytes = all_units;
   decide_io(plan, request);
-  plan.minimum_budget = fixed + activations(min_tokens) + largest_unit;
+  plan.minimum_budget = size_add(size_add(fixed, activations(min_tokens)), largest_unit);
   if (request.budget_bytes < plan.minimum_budget) {
     fail("--max-memory " + format_size(request.budget_bytes) + " is too small: this run needs at least " +
          format_size(plan.minimum_budget) + " (the largest layer " + format_size(largest_unit) + ", KV cache " +
@@ -95,7 +98,7 @@ MemoryPlan plan_memory(const ModelConfig& config, const std::vector<uint64_t>& u
   const uint64_t budget = request.budget_bytes;
 
   // Everything resident, prompt in one sweep: no reading after the first pass.
-  if (fixed + activations(max_tokens) + all_units <= budget) {
+  if (size_add(size_add(fixed, activations(max_tokens)), all_units) <= budget) {
     plan.tokens_per_sweep = max_tokens;
     plan.activation_bytes = activations(max_tokens);
     for (size_t u = 1; u < unit_bytes.size(); u++) plan.resident[u] = true;
@@ -105,7 +108,7 @@ MemoryPlan plan_memory(const ModelConfig& config, const std::vector<uint64_t>& u
 
   // Streaming. Two buffers let the next unit be read while this one computes; one is the
   // fallback when the budget allows no more.
-  plan.stream_slots = fixed + activations(min_tokens) + 2 * largest_unit <= budget ? 2 : 1;
+  plan.stream_slots = size_add(plan.minimum_budget, largest_unit) <= budget ? 2 : 1;
   plan.slot_bytes = largest_unit;
   plan.stream_bytes = plan.stream_slots * largest_unit;
   // Prefill chunks: bigger chunks mean fewer sweeps, but layers kept resident save a read on

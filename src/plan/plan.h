@@ -25,7 +25,7 @@ struct PlanRequest {
   bool all_logits = false;    // logits for every token rather than the last of each sequence
   uint64_t process_bytes = 0; // memory the process holds before the engine allocates (code, libraries)
   int threads = 1;
-  int kv_positions = 0;       // KV positions of all sequences together; 0: sequences x context_tokens
+  int64_t kv_positions = 0;   // KV positions of all sequences together; 0: sequences x context_tokens
   int logit_chunk = 0;        // with all_logits: logits held at most this many rows at a time (0: all)
   IoMode io_mode = IoMode::Auto;
   uint64_t cache_room_bytes = 0;  // memory the machine has beyond this budget, where the page cache can live
@@ -48,7 +48,8 @@ struct MemoryPlan {
   bool streams() const { return stream_slots > 0; }
 };
 
-uint64_t kv_cache_bytes(const ModelConfig& config, int positions);
+// Saturate at kSizeOverflow (common/sizes.h) rather than wrap.
+uint64_t kv_cache_bytes(const ModelConfig& config, uint64_t positions);
 uint64_t activation_bytes(const ModelConfig& config, int tokens, int logit_rows, int threads);
 
 // unit_bytes: the memory each unit occupies when loaded (index 0 is the embedding: not loaded).

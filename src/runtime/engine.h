@@ -41,7 +41,7 @@ struct RunShape {
   // With all_logits: the logits are consumed in chunks of at most this many rows (forward with
   // a LogitsSink), so they need not all be in memory at once; 0: all rows at once.
   int logit_chunk = 0;
-  int total_kv_positions() const { return kv_positions > 0 ? kv_positions : sequences * context_tokens; }
+  int64_t total_kv_positions() const { return kv_positions > 0 ? kv_positions : int64_t{sequences} * context_tokens; }
 };
 
 // A sequence of the KV cache: its own positions first_position .. first_position + capacity - 1;
