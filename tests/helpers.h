@@ -64,13 +64,15 @@ struct RunResult {
   long peak_rss_kib = 0;  // the child's own high-water mark, from wait4
 };
 
-// Runs a program with arguments (no shell), capturing stdout and stderr.
-inline RunResult run(const std::vector<std::string>& argv) {
+// Runs a program with arguments (no shell), capturing stdout and stderr; stdin is `input`.
+inline RunResult run(const std::vector<std::string>& argv, const std::string& input = "") {
   TempDir dir;
-  const std::string out_path = dir / "out", err_path = dir / "err";
+  const std::string in_path = dir / "in", out_path = dir / "out", err_path = dir / "err";
+  std::ofstream(in_path, std::ios::binary) << input;
   pid_t pid = fork();
   if (pid == 0) {
-    if (!freopen(out_path.c_str(), "w", stdout) || !freopen(err_path.c_str(), "w", stderr)) _exit(127);
+    if (!freopen(in_path.c_str(), "r", stdin) || !freopen(out_path.c_str(), "w", stdout) || !freopen(err_path.c_str(), "w", stderr))
+      _exit(127);
     std::vector<char*> args;
     for (const auto& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
     args.push_back(nullptr);
@@ -88,9 +90,9 @@ inline RunResult run(const std::vector<std::string>& argv) {
   return result;
 }
 
-inline RunResult layerwise(std::vector<std::string> args) {
+inline RunResult layerwise(std::vector<std::string> args, const std::string& input = "") {
   args.insert(args.begin(), LW_BINARY);
-  return run(args);
+  return run(args, input);
 }
 
 // Goldens (tests/fixtures/goldens.json and alike): the prompts of one model's entry.

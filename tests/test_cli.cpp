@@ -123,7 +123,8 @@ TEST(Cli, RefusesBadFlagsAndArguments) {
   expect_failure(layerwise({"generate", "--model", test::stories_path(), "--prompt-ids", "1", "--no-such-flag"}), "no-such-flag");
   expect_failure(layerwise({"generate", "--prompt-ids", "1"}), "--model");
   expect_failure(layerwise({"generate", "--model", test::stories_path(), "--prompt-ids", "1 x 3"}), "'x' is not a token id");
-  expect_failure(layerwise({"generate", "--model", test::stories_path(), "--prompt-ids", "1 9999"}), "outside the vocabulary");
+  expect_failure(layerwise({"generate", "--model", test::stories_path(), "--prompt-ids", "1 9999"}),
+                 "the prompt: token id 9999 is outside the model's vocabulary (0..511)");
   expect_failure(layerwise({"generate", "--model", test::stories_path(), "--prompt-ids", "1", "--max-memory", "lots"}),
                  "'lots' is not a size");
   expect_failure(layerwise({"frobnicate"}), "frobnicate");

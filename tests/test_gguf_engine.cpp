@@ -184,6 +184,12 @@ std::vector<HostileCase> hostile_files() {
     std::memcpy(architecture.data() + at, "gemma", 5);
   }
   cases.push_back({"an architecture we do not run", architecture, "architecture 'gemma' is not supported"});
+  for (const float value : {INFINITY, NAN}) {  // key | u32 value type (6 = float32) | value
+    std::string rope = good;
+    const size_t at = after_gguf_string(rope, "llama.rope.freq_base") + 4;
+    std::memcpy(rope.data() + at, &value, 4);
+    cases.push_back({"rope.freq_base not finite", rope, std::isnan(value) ? "nan, not a finite number" : "is inf, not a finite number"});
+  }
   return cases;
 }
 

@@ -47,6 +47,16 @@ void expect_matches_goldens(const std::vector<RowScore>& scores, const nlohmann:
   }
 }
 
+// A scored line of `layerwise score` output, as a RowScore.
+RowScore score_of_line(const nlohmann::json& line) {
+  RowScore score;
+  for (const auto& choice : line["choices"])
+    score.choices.push_back({choice["sum_logprob"].get<double>(), choice["tokens"].get<int>(), choice["greedy"].get<bool>()});
+  score.best_by_sum = line["best_by_sum"].get<int>();
+  score.best_by_mean = line["best_by_mean"].get<int>();
+  return score;
+}
+
 std::string model_path(const std::string& name) { return test::source_path(goldens()["models"][name]["path"].get<std::string>()); }
 
 EngineOptions roomy() { return {1ull << 30, 2, true, false}; }
@@ -207,16 +217,65 @@ TEST(ScoreCli, ScoresTextRowsKeepsOrderAndReportsMalformedLines) {
   for (size_t i = 0; i < lines.size() - 1; i++) {
     if (i == 1) continue;
     EXPECT_EQ(lines[i]["id"], model["rows"][row++]["id"]);
-    RowScore score;
-    for (const auto& choice : lines[i]["choices"])
-      score.choices.push_back({choice["sum_logprob"].get<double>(), choice["tokens"].get<int>(), choice["greedy"].get<bool>()});
-    score.best_by_sum = lines[i]["best_by_sum"].get<int>();
-    score.best_by_mean = lines[i]["best_by_mean"].get<int>();
-    scores.push_back(score);
+    scores.push_back(score_of_line(lines[i]));
   }
   expect_matches_goldens(scores, model);  // text tokenized as transformers did: prefix with BOS, choices without
   EXPECT_EQ(lines.back()["id"], "ids");
   EXPECT_EQ(lines.back()["choices"].size(), 2u);
+}
+
+// Issue 12: a row the model cannot run (ids outside its vocabulary, more positions than it is
+// made for, no choices, an empty choice, an id too large for any vocabulary) is an error line in
+// its place; every other row is still scored, as the goldens say, and the run exits 1.
+TEST(ScoreCli, RowsTheModelCannotRunAreReportedInTheirPlaceAndTheOthersScored) {
+  const auto& model = goldens()["models"]["stories260K"];
+  test::TempDir dir;
+  std::string too_long;
+  for (int i = 0; i < 600; i++) too_long += (i ? ", " : "") + std::string("1");
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {R"({"id": "vocab", "prefix_ids": [1, 9999], "choices_ids": [[3]]})", "token id 9999 is outside the model's vocabulary (0..511)"},
+      {R"({"id": "long", "prefix_ids": [)" + too_long + R"(], "choices_ids": [[3], [4, 5]]})",
+       "the prefix (600 tokens) and its longest choice (2) need 602 positions, but the model is made for 512"},
+      {R"({"id": "none", "prefix_ids": [1], "choices_ids": []})", "no choices"},
+      {R"({"id": "empty", "prefix_ids": [1], "choices_ids": [[3], []]})", "a choice encodes to no tokens"},
+      {R"({"id": "huge", "prefix_ids": [1, 1000000000000], "choices_ids": [[3]]})", "holds 1000000000000, which is not a token id"},
+      {R"({"id": "negative", "prefix_ids": [1], "choices_ids": [[-3]]})", "holds -3, which is not a token id"},
+  };
+  std::string input;
+  for (size_t r = 0; r < model["rows"].size(); r++) {
+    const auto& row = model["rows"][r];
+    input += nlohmann::json({{"id", row["id"]}, {"prefix_ids", row["prefix_ids"]}, {"choices_ids", row["choices_ids"]}}).dump() + "\n";
+    if (r == 0)
+      for (const auto& [line, message] : bad) input += line + "\n";  // lines 2 .. 7
+  }
+  test::write_file(dir / "rows.jsonl", input);
+  const auto result = test::layerwise({"score", "--model", test::stories_path(), "--input", dir / "rows.jsonl", "--quiet"});
+  EXPECT_EQ(result.exit_code, 1);
+  std::vector<nlohmann::json> lines;
+  std::istringstream text(result.out);
+  for (std::string line; std::getline(text, line);) lines.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(lines.size(), model["rows"].size() + bad.size());
+  for (size_t b = 0; b < bad.size(); b++) {
+    const auto& line = lines[1 + b];
+    EXPECT_EQ(line["line"], 2 + b);
+    ASSERT_TRUE(line.contains("error")) << line.dump();
+    EXPECT_NE(line["error"].get<std::string>().find(bad[b].second), std::string::npos) << line.dump();
+    EXPECT_NE(result.err.find("rows.jsonl:" + std::to_string(2 + b) + ": "), std::string::npos) << result.err;
+  }
+  EXPECT_NE(result.err.find("6 line(s) could not be scored"), std::string::npos) << result.err;
+  std::vector<RowScore> scores;
+  for (size_t i = 0; i < lines.size(); i++) {
+    if (i >= 1 && i <= bad.size()) continue;
+    scores.push_back(score_of_line(lines[i]));
+  }
+  expect_matches_goldens(scores, model);
+
+  // Past the context only when asked: the long row is then scored.
+  test::write_file(dir / "long.jsonl", bad[1].first + "\n");
+  const auto allowed = test::layerwise({"score", "--model", test::stories_path(), "--input", dir / "long.jsonl", "--quiet",
+                                        "--allow-long-context"});
+  EXPECT_EQ(allowed.exit_code, 0) << allowed.err;
+  EXPECT_EQ(nlohmann::json::parse(allowed.out)["choices"].size(), 2u);
 }
 
 TEST(ScoreCli, PerplexityPrintsOneJsonLine) {

@@ -114,7 +114,8 @@ void open_huggingface(Checkpoint& checkpoint, const fs::path& dir) {
   checkpoint.raw_config = read_json_file(config_path);
   if (fs::exists(dir / "generation_config.json"))
     checkpoint.raw_generation_config = read_json_file((dir / "generation_config.json").string());
-  checkpoint.config = parse_model_config(checkpoint.raw_config, checkpoint.raw_generation_config, config_path);
+  checkpoint.config = parse_model_config(checkpoint.raw_config, checkpoint.raw_generation_config, config_path,
+                                         (dir / "generation_config.json").string());
 
   TensorIndex index(checkpoint);
   std::map<std::string, int> file_of_tensor;
@@ -159,7 +160,8 @@ void open_split(Checkpoint& checkpoint, const fs::path& dir) {
   checkpoint.raw_config = manifest.config;
   checkpoint.raw_generation_config = manifest.generation_config;
   checkpoint.split_dtype = manifest.dtype;
-  checkpoint.config = parse_model_config(manifest.config, manifest.generation_config, manifest_path + " (config)");
+  checkpoint.config = parse_model_config(manifest.config, manifest.generation_config, manifest_path + " (config)",
+                                         manifest_path + " (generation_config)");
 
   TensorIndex index(checkpoint);
   auto recipes = llama_units(checkpoint.config);
@@ -223,26 +225,34 @@ void open_gguf(Checkpoint& checkpoint, const std::string& path) {
 
 }  // namespace
 
-Checkpoint Checkpoint::open(const std::string& path) {
-  Checkpoint checkpoint;
-  checkpoint.path = path;
-  fs::path dir(path);
+void Checkpoint::check_path(const std::string& path) {
+  const fs::path dir(path);
   std::error_code error;
   if (!fs::exists(dir, error)) fail(path, "no such file or directory");
-  if (fs::is_regular_file(dir, error)) {
-    checkpoint.format = Format::Gguf;
-    open_gguf(checkpoint, path);
-    return checkpoint;
-  }
+  if (fs::is_regular_file(dir, error)) return;
   if (!fs::is_directory(dir, error))
     fail(path, "not a model (expected a Hugging Face folder, a layerwise split folder or a GGUF file)");
-  if (fs::exists(dir / "manifest.json")) {
+  if (fs::exists(dir / "manifest.json", error) || fs::exists(dir / "config.json", error)) return;
+  if (fs::exists(dir / kSplitJournal, error))
+    fail(path, "an interrupted split (" + std::string(kSplitJournal) +
+                   " is here but no manifest.json): rerun layerwise split with the same --out to finish it");
+  fail(path, "no config.json or manifest.json: not a model directory (a Hugging Face checkpoint has config.json, a "
+             "layerwise split manifest.json)");
+}
+
+Checkpoint Checkpoint::open(const std::string& path) {
+  check_path(path);
+  Checkpoint checkpoint;
+  checkpoint.path = path;
+  const fs::path dir(path);
+  if (fs::is_regular_file(dir)) {
+    checkpoint.format = Format::Gguf;
+    open_gguf(checkpoint, path);
+  } else if (fs::exists(dir / "manifest.json")) {
     checkpoint.format = Format::Split;
     open_split(checkpoint, dir);
-  } else if (fs::exists(dir / "config.json")) {
-    open_huggingface(checkpoint, dir);
   } else {
-    fail(path, "no config.json (Hugging Face checkpoint) or manifest.json (layerwise split) in this directory");
+    open_huggingface(checkpoint, dir);
   }
   return checkpoint;
 }

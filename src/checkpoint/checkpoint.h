@@ -64,6 +64,10 @@ struct Checkpoint {
 
   // Throws lw::Error naming the offending file.
   static Checkpoint open(const std::string& path);
+  // Throws lw::Error unless `path` names something open() accepts the kind of: a file, or a
+  // directory holding config.json or manifest.json (an interrupted split is named as such).
+  // Checked first, so that a bad path is reported before any other missing file.
+  static void check_path(const std::string& path);
   uint64_t parameter_count() const;
   const UnitSource& embed() const { return units.front(); }
   const UnitSource& head() const { return units.back(); }

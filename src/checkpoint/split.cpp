@@ -27,7 +27,6 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr uint64_t kChunkBytes = 16ull << 20;
-constexpr const char* kJournal = "split-progress.json";
 
 std::string unit_file_name(const UnitRecipe& unit) {
   if (unit.kind == UnitKind::Layer) {
@@ -133,7 +132,7 @@ SplitResult split_checkpoint(const SplitOptions& options) {
 
   // Resume: a journal of the same split says which unit files are already complete.
   nlohmann::json journal = {{"identity", identity}, {"done", nlohmann::json::object()}};
-  const fs::path journal_path = out / kJournal;
+  const fs::path journal_path = out / kSplitJournal;
   if (fs::exists(journal_path)) {
     nlohmann::json previous = nlohmann::json::parse(read_file_text(journal_path.string()), nullptr, false);
     if (!previous.is_discarded() && previous.is_object() && previous.value("identity", nlohmann::json()) == identity &&
@@ -142,7 +141,7 @@ SplitResult split_checkpoint(const SplitOptions& options) {
   }
   for (const auto& entry : fs::directory_iterator(out)) {
     const std::string name = entry.path().filename().string();
-    bool ours = name == kJournal || name == "manifest.json" || name.ends_with(".tmp") ||
+    bool ours = name == kSplitJournal || name == "manifest.json" || name.ends_with(".tmp") ||
                 std::find(names.begin(), names.end(), name) != names.end() || name.starts_with("tokenizer") ||
                 name == "special_tokens_map.json";
     if (!ours) fail(options.out, "is not empty and holds '" + name + "', which a split did not write; choose an empty directory");

@@ -52,14 +52,12 @@ double attention_flops(const ModelConfig& c, int tokens) {
 }  // namespace
 
 int run_bench(const BenchArgs& args) {
-  if (args.repeat < 1) fail("--repeat must be at least 1");
   Engine engine(args.run.model, engine_options(args.run));
   const ModelConfig& config = engine.config();
   const int context = std::max(args.prompt_tokens, args.decode_tokens);
-  if (context < 1) fail("nothing to measure: --prompt and --decode are both 0");
-  if (context > config.max_position)
-    fail("--prompt/--decode of " + std::to_string(context) + " tokens exceed the model's " + std::to_string(config.max_position) +
-         " positions");
+  if (context < 1) usage_fail("nothing to measure: --prompt and --decode are both 0");
+  check_context(config, context, args.run.allow_long_context,
+                "--prompt " + std::to_string(args.prompt_tokens) + " and --decode " + std::to_string(args.decode_tokens));
   RunShape shape;
   shape.sequences = 1;
   shape.context_tokens = context;

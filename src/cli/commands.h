@@ -4,14 +4,24 @@
 #include <string>
 #include <vector>
 
+#include "common/error.h"
 #include "runtime/engine.h"
 
 namespace lw::cli {
+
+// Bad usage (a missing, conflicting or malformed option): exit status 2, as for the options
+// the parser refuses; lw::Error (bad input, a refused run) is exit status 1.
+class UsageError : public Error {
+ public:
+  using Error::Error;
+};
+[[noreturn]] void usage_fail(const std::string& problem);
 
 struct RunOptions {  // how the engine runs
   std::string model, max_memory, compute_dtype, io = "auto";
   int threads = 0;
   bool no_prefetch = false, quiet = false, profile = false;
+  bool allow_long_context = false;  // run sequences past the positions the model is made for
 };
 
 struct GenerateArgs {
@@ -27,6 +37,7 @@ struct GenerateArgs {
 struct ChatArgs {
   RunOptions run;
   std::string message, system;
+  bool has_message = false;  // --message was given (then it must not be empty)
   int max_new_tokens = 512;
   float temperature = 0, top_p = 1, repeat_penalty = 1;
   int top_k = 0;
@@ -66,7 +77,7 @@ int run_chat(const ChatArgs& args);
 struct InfoArgs {
   std::string model, max_memory, io = "auto";
   int context = 0, batch = 1;
-  bool no_measure = false;
+  bool no_measure = false, allow_long_context = false;
 };
 
 int run_info(const InfoArgs& args);
@@ -84,5 +95,10 @@ std::string seconds_text(double seconds);  // "1.234 s"
 void print_memory_stats(const Engine& engine);
 void print_stream_report(const Engine& engine, int sequences, bool profile);
 std::vector<int> parse_ids(const std::string& text, const std::string& where);
+// One rule on length for every command: a sequence needs no more positions than the model is
+// made for (context_limit in model/config.h) unless --allow-long-context. Returns why `what`
+// (e.g. "the prompt (500 tokens) and --max-new-tokens 100") cannot run, or "" when it can.
+std::string context_problem(const ModelConfig& config, int64_t positions, bool allow_long, const std::string& what);
+void check_context(const ModelConfig& config, int64_t positions, bool allow_long, const std::string& what);  // throws
 
 }  // namespace lw::cli

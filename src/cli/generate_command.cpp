@@ -19,6 +19,8 @@
 namespace lw::cli {
 namespace {
 
+// One prompt per line, numbered by line: output line N answers input line N, so a blank line
+// is refused rather than skipped.
 std::vector<std::vector<int>> read_lines(const std::string& path, const std::function<std::vector<int>(const std::string&, int)>& parse) {
   std::ifstream file(path);
   if (!file) fail(path, "cannot open");
@@ -27,7 +29,9 @@ std::vector<std::vector<int>> read_lines(const std::string& path, const std::fun
   int number = 0;
   while (std::getline(file, line)) {
     number++;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    if (!line.empty() && line.back() == '\r') line.pop_back();  // CRLF files
+    if (line.find_first_not_of(" \t") == std::string::npos)
+      fail(path + ":" + std::to_string(number), "empty line: each line is one prompt (remove blank lines)");
     prompts.push_back(parse(line, number));
   }
   if (prompts.empty()) fail(path, "holds no prompts (one per line)");
@@ -96,7 +100,8 @@ std::vector<std::vector<int>> run_and_print(Engine& engine, const std::vector<st
         const std::string before = output.tokenizer->decode(all, true);
         all.insert(all.end(), generated.begin(), generated.end());
         std::string after = output.tokenizer->decode(all, true);
-        std::printf("%s\n", nlohmann::json({{"prompt", p}, {"text", after.substr(std::min(before.size(), after.size()))}}).dump().c_str());
+        const std::string text_generated = after.substr(std::min(before.size(), after.size()));
+        std::printf("%s\n", nlohmann::ordered_json({{"prompt", p}, {"line", p + 1}, {"text", text_generated}}).dump().c_str());
       } else {
         for (size_t i = 0; i < outputs[p].size(); i++) std::printf(i ? " %d" : "%d", outputs[p][i]);
         std::printf("\n");
@@ -118,9 +123,9 @@ std::vector<std::vector<int>> run_and_print(Engine& engine, const std::vector<st
 
 int run_generate(const GenerateArgs& args) {
   const int sources = args.has_prompt + !args.prompt_ids.empty() + !args.prompts_file.empty() + !args.batch_file.empty();
-  if (sources != 1) fail("generate needs exactly one of --prompt, --prompt-ids, --prompts-file, --batch-file");
+  if (sources != 1) usage_fail("generate needs exactly one of --prompt, --prompt-ids, --prompts-file, --batch-file");
   const bool text_input = args.has_prompt || !args.prompts_file.empty();
-  if (args.chat && !text_input) fail("--chat needs a text prompt (--prompt or --prompts-file)");
+  if (args.chat && !text_input) usage_fail("--chat needs a text prompt (--prompt or --prompts-file)");
   std::optional<Tokenizer> tokenizer;
   // Text output needs the tokenizer too, when the model has one.
   if (text_input || !args.output_ids) {
@@ -156,15 +161,24 @@ int run_generate(const GenerateArgs& args) {
   const double start = now_seconds();
   Engine engine(args.run.model, engine_options(args.run));
   const int vocab = engine.config().vocab_size;
-  for (const auto& prompt : prompts)
-    for (int id : prompt)
-      if (id >= vocab) fail("token id " + std::to_string(id) + " is outside the vocabulary (0.." + std::to_string(vocab - 1) + ")");
+  for (size_t p = 0; p < prompts.size(); p++) {
+    const std::string& file = args.prompts_file.empty() ? args.batch_file : args.prompts_file;
+    const std::string which = file.empty() ? "the prompt" : file + ":" + std::to_string(p + 1) + ": the prompt";
+    for (int id : prompts[p])
+      if (id >= vocab)
+        fail(which + ": token id " + std::to_string(id) + " is outside the model's vocabulary (0.." + std::to_string(vocab - 1) + ")");
+    check_context(engine.config(), static_cast<int64_t>(prompts[p].size()) + args.max_new_tokens, args.run.allow_long_context,
+                  which + " (" + std::to_string(prompts[p].size()) + " tokens) and --max-new-tokens " + std::to_string(args.max_new_tokens));
+  }
   run_and_print(engine, prompts, options, {tokenizer ? &*tokenizer : nullptr, args.output_ids}, args.run,
                 now_seconds() - start);
   return 0;
 }
 
+bool blank(const std::string& text) { return text.find_first_not_of(" \t\r\n") == std::string::npos; }
+
 int run_chat(const ChatArgs& args) {
+  if (args.has_message && blank(args.message)) usage_fail("--message is empty: give the user's message (or leave --message out to chat on stdin)");
   const Tokenizer tokenizer = load_tokenizer(args.run.model);
   const double start = now_seconds();
   Engine engine(args.run.model, engine_options(args.run));
@@ -173,19 +187,34 @@ int run_chat(const ChatArgs& args) {
                                              args.repeat_penalty, args.seed);
   nlohmann::ordered_json messages = nlohmann::ordered_json::array();
   if (!args.system.empty()) messages.push_back({{"role", "system"}, {"content", args.system}});
-  const bool interactive = args.message.empty();
+  const bool interactive = !args.has_message;
   const bool terminal = isatty(STDIN_FILENO) && isatty(STDERR_FILENO);
   std::string line;
+  int turns = 0;
   while (true) {
     if (interactive) {
       if (terminal) std::fprintf(stderr, "> ");
       if (!std::getline(std::cin, line)) break;
-      if (line.empty()) continue;
+      if (blank(line)) {  // an empty turn is not sent to the model
+        if (terminal) std::fprintf(stderr, "(empty message skipped: type a message, or Ctrl-D to end)\n");
+        continue;
+      }
     } else {
       line = args.message;
     }
     messages.push_back({{"role", "user"}, {"content", line}});
     ChatPrompt chat = render_chat(tokenizer, messages, args.run.model);
+    const std::string too_long =
+        context_problem(engine.config(), static_cast<int64_t>(chat.ids.size()) + args.max_new_tokens, args.run.allow_long_context,
+                        "the conversation (" + std::to_string(chat.ids.size()) + " tokens) and --max-new-tokens " +
+                            std::to_string(args.max_new_tokens));
+    if (!too_long.empty()) {
+      if (!interactive) fail(too_long);
+      std::fprintf(stderr, "layerwise: error: %s; that message was not sent\n", too_long.c_str());
+      messages.erase(messages.end() - 1);
+      continue;
+    }
+    turns++;
     options.stop_token_ids = chat.stop_ids;
     RunOptions report = args.run;
     report.quiet = args.run.quiet || interactive;
@@ -195,6 +224,7 @@ int run_chat(const ChatArgs& args) {
     messages.push_back({{"role", "assistant"}, {"content", tokenizer.decode(reply, true)}});
     if (!interactive) break;
   }
+  if (turns == 0 && !terminal) fail("chat: stdin held no message (one user turn per line), and no --message was given");
   return 0;
 }
 

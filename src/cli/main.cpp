@@ -1,7 +1,12 @@
 // layerwise: run language models larger than memory by streaming them one layer at a time.
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstdint>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "checkpoint/split.h"
@@ -13,11 +18,65 @@ namespace {
 
 using namespace lw::cli;
 
+// Numbers on the command line: the whole word must be a finite number (no NaN, no trailing
+// text) in the option's range, and the message says what was wanted and what came.
+enum class Wanted { PositiveInteger, NonNegativeInteger, PositiveNumber, NonNegativeNumber, Probability };
+
+std::string number_problem(const std::string& text, Wanted wanted, unsigned long long least, unsigned long long most) {
+  const bool integer = wanted == Wanted::PositiveInteger || wanted == Wanted::NonNegativeInteger;
+  std::string what;
+  switch (wanted) {
+    case Wanted::PositiveInteger: what = least > 1 ? "an integer of at least " + std::to_string(least) : "a positive integer"; break;
+    case Wanted::NonNegativeInteger: what = "a whole number (0 or more)"; break;
+    case Wanted::PositiveNumber: what = "a positive number"; break;
+    case Wanted::NonNegativeNumber: what = "a number of 0 or more"; break;
+    case Wanted::Probability: what = "a number from 0 to 1"; break;
+  }
+  const std::string problem = "must be " + what + " (got '" + text + "')";
+  // strtoull and strtod accept leading spaces and signs ("-1" wraps around): refuse them first.
+  if (text.empty() || std::isspace(static_cast<unsigned char>(text[0])) || (integer && text[0] == '-')) return problem;
+  char* end = nullptr;
+  errno = 0;
+  if (integer) {
+    const unsigned long long value = std::strtoull(text.c_str(), &end, 10);
+    if (*end != '\0' || value < least) return problem;
+    if (errno == ERANGE || value > most) return "must be at most " + std::to_string(most) + " (got " + text + ")";
+    return "";
+  }
+  const double value = std::strtod(text.c_str(), &end);
+  if (*end != '\0' || !std::isfinite(value)) return problem;
+  if ((wanted == Wanted::PositiveNumber && !(value > 0)) || (wanted == Wanted::NonNegativeNumber && !(value >= 0)) ||
+      (wanted == Wanted::Probability && !(value >= 0 && value <= 1)))
+    return problem;
+  return "";
+}
+
+// `most` bounds integers (the option's type); `least` is at least 1 for positive integers.
+CLI::Validator number(Wanted wanted, unsigned long long least = 1, unsigned long long most = INT_MAX) {
+  if (wanted == Wanted::NonNegativeInteger) least = 0;
+  return CLI::Validator([=](std::string& text) { return number_problem(text, wanted, least, most); }, "", "");
+}
+
+CLI::Validator memory_size() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        try {
+          lw::parse_size(text);
+          return "";
+        } catch (const lw::Error& e) {
+          return e.what();
+        }
+      },
+      "SIZE", "");
+}
+
 void add_run_options(CLI::App* command, RunOptions& run) {
   command->add_option("--model", run.model, "Hugging Face model directory, layerwise split directory or GGUF file")->required();
   command->add_option("--max-memory", run.max_memory,
-                      "Memory budget for everything the engine holds, e.g. 4GiB, 300MiB (default: 80% of available memory)");
-  command->add_option("--threads", run.threads, "Compute threads (default: all cores)")->check(CLI::NonNegativeNumber);
+                      "Memory budget for everything the engine holds, e.g. 4GiB, 300MiB (default: 80% of available memory)")
+      ->check(memory_size());
+  command->add_option("--threads", run.threads, "Compute threads (default: all cores; at most the cores there are)")
+      ->check(number(Wanted::PositiveInteger));
   command->add_option("--compute-dtype", run.compute_dtype,
                       "Precision of matrix products: f32, or bf16 (AMX where the CPU has it; activations rounded to "
                       "bfloat16). Default: bf16 for BF16 checkpoints, else f32")
@@ -30,16 +89,19 @@ void add_run_options(CLI::App* command, RunOptions& run) {
   command->add_flag("--no-prefetch", run.no_prefetch, "Read each layer only when needed (a baseline for measurements)");
   command->add_flag("--profile", run.profile, "Also print a line per sweep and per layer: reading, waiting, computing");
   command->add_flag("--quiet", run.quiet, "No statistics on stderr");
+  command->add_flag("--allow-long-context", run.allow_long_context,
+                    "Run sequences longer than the model is made for (max_position_embeddings, stretched by linear or "
+                    "dynamic rope scaling); refused by default");
 }
 
 template <typename Args>
 void add_sampling_options(CLI::App* command, Args& args) {
-  command->add_option("--max-new-tokens", args.max_new_tokens, "Tokens to generate per prompt")->capture_default_str()->check(CLI::NonNegativeNumber);
-  command->add_option("--temperature", args.temperature, "Sampling temperature; 0 is greedy")->capture_default_str()->check(CLI::NonNegativeNumber);
-  command->add_option("--top-k", args.top_k, "Sample from the k most likely tokens; 0 is off")->capture_default_str()->check(CLI::NonNegativeNumber);
-  command->add_option("--top-p", args.top_p, "Sample from the smallest set whose probability reaches p")->capture_default_str()->check(CLI::Range(0.0f, 1.0f));
-  command->add_option("--repeat-penalty", args.repeat_penalty, "Penalty for tokens already in the sequence (transformers' repetition_penalty)")->capture_default_str()->check(CLI::PositiveNumber);
-  command->add_option("--seed", args.seed, "Random seed for sampling")->capture_default_str();
+  command->add_option("--max-new-tokens", args.max_new_tokens, "Tokens to generate per prompt")->capture_default_str()->check(number(Wanted::NonNegativeInteger));
+  command->add_option("--temperature", args.temperature, "Sampling temperature; 0 is greedy")->capture_default_str()->check(number(Wanted::NonNegativeNumber));
+  command->add_option("--top-k", args.top_k, "Sample from the k most likely tokens; 0 is off")->capture_default_str()->check(number(Wanted::NonNegativeInteger));
+  command->add_option("--top-p", args.top_p, "Sample from the smallest set whose probability reaches p")->capture_default_str()->check(number(Wanted::Probability));
+  command->add_option("--repeat-penalty", args.repeat_penalty, "Penalty for tokens already in the sequence (transformers' repetition_penalty)")->capture_default_str()->check(number(Wanted::PositiveNumber));
+  command->add_option("--seed", args.seed, "Random seed for sampling")->capture_default_str()->check(number(Wanted::NonNegativeInteger, 0, UINT64_MAX));
 }
 
 }  // namespace
@@ -67,7 +129,7 @@ int main(int argc, char** argv) {
   ChatArgs chat_args;
   auto* chat = app.add_subcommand("chat", "Talk to a chat model: interactive on stdin, or one turn with --message");
   add_run_options(chat, chat_args.run);
-  chat->add_option("--message", chat_args.message, "One user message: print the reply and exit");
+  auto* message_option = chat->add_option("--message", chat_args.message, "One user message: print the reply and exit");
   chat->add_option("--system", chat_args.system, "System message");
   add_sampling_options(chat, chat_args);
 
@@ -80,37 +142,39 @@ int main(int argc, char** argv) {
   score->add_option("--output", score_args.output, "Write the results here (default: stdout), one JSON line per input line");
   score->add_flag("--no-share-prefix", score_args.no_share_prefix, "Run every prefix + choice on its own (a baseline for measurements)");
   score->add_option("--max-batch-rows", score_args.max_batch_rows, "At most this many rows per layer sweep (default: as many as fit)")
-      ->check(CLI::PositiveNumber);
+      ->check(number(Wanted::PositiveInteger));
 
   PerplexityArgs perplexity_args;
   auto* perplexity = app.add_subcommand("perplexity", "Perplexity of a text file, in sliding windows as transformers' guide computes it");
   add_run_options(perplexity, perplexity_args.run);
   perplexity->add_option("--text", perplexity_args.text, "The text file")->required();
   perplexity->add_option("--context", perplexity_args.context, "Window length in tokens (default: the model's max positions, at most 4096)")
-      ->check(CLI::Range(2, 1 << 20));
+      ->check(number(Wanted::PositiveInteger, 2));
   perplexity->add_option("--stride", perplexity_args.stride, "Tokens between window starts (default: half the window)")
-      ->check(CLI::PositiveNumber);
+      ->check(number(Wanted::PositiveInteger));
 
   BenchArgs bench_args;
   auto* bench = app.add_subcommand("bench", "Prefill and decode speed on random token ids, measured as llama.cpp's llama-bench does");
   add_run_options(bench, bench_args.run);
-  bench->add_option("--prompt", bench_args.prompt_tokens, "Prefill test: tokens in one pass (0: none)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  bench->add_option("--prompt", bench_args.prompt_tokens, "Prefill test: tokens in one pass (0: none)")->capture_default_str()->check(number(Wanted::NonNegativeInteger));
   bench->add_option("--decode", bench_args.decode_tokens, "Decode test: tokens generated one per pass from an empty cache (0: none)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
-  bench->add_option("--repeat", bench_args.repeat, "Measured runs of each test, after one warm-up pass")->capture_default_str()->check(CLI::PositiveNumber);
-  bench->add_option("--seed", bench_args.seed, "Seed of the random token ids")->capture_default_str();
+      ->capture_default_str()->check(number(Wanted::NonNegativeInteger));
+  bench->add_option("--repeat", bench_args.repeat, "Measured runs of each test, after one warm-up pass")->capture_default_str()->check(number(Wanted::PositiveInteger));
+  bench->add_option("--seed", bench_args.seed, "Seed of the random token ids")->capture_default_str()->check(number(Wanted::NonNegativeInteger, 0, UINT32_MAX));
   bench->add_flag("--json", bench_args.json, "Print one JSON object instead of a table");
 
   InfoArgs info_args;
   auto* info = app.add_subcommand("info", "Show a model's architecture, unit sizes, the memory plan for a budget and its predicted speed");
   info->add_option("--model", info_args.model, "Hugging Face model directory, layerwise split directory or GGUF file")->required();
-  info->add_option("--max-memory", info_args.max_memory, "Memory budget to plan for, e.g. 2GiB");
-  info->add_option("--context", info_args.context, "Tokens per sequence to plan the KV cache for (default: max positions, at most 2048)")->check(CLI::PositiveNumber);
-  info->add_option("--batch", info_args.batch, "Sequences to plan for")->capture_default_str()->check(CLI::PositiveNumber);
+  info->add_option("--max-memory", info_args.max_memory, "Memory budget to plan for, e.g. 2GiB")->check(memory_size());
+  info->add_option("--context", info_args.context, "Tokens per sequence to plan the KV cache for (default: max positions, at most 2048)")
+      ->check(number(Wanted::PositiveInteger));
+  info->add_option("--batch", info_args.batch, "Sequences to plan for")->capture_default_str()->check(number(Wanted::PositiveInteger));
   info->add_option("--io", info_args.io, "Plan reads through the page cache (cached), around it (direct) or either (auto)")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cached", "direct"}));
   info->add_flag("--no-measure", info_args.no_measure, "Skip measuring read and kernel speeds (no predicted sweep time)");
+  info->add_flag("--allow-long-context", info_args.allow_long_context, "Plan for a --context longer than the model is made for");
 
   lw::SplitOptions split_options;
   std::string split_dtype;
@@ -149,7 +213,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::fprintf(stderr, "layerwise: error: %s (see --help)\n", e.what());
+    return 2;
   }
 
   try {
@@ -157,18 +223,21 @@ int main(int argc, char** argv) {
       generate_args.has_prompt = prompt_option->count() > 0;
       return run_generate(generate_args);
     }
-    if (chat->parsed()) return run_chat(chat_args);
+    if (chat->parsed()) {
+      chat_args.has_message = message_option->count() > 0;
+      return run_chat(chat_args);
+    }
     if (score->parsed()) return run_score(score_args);
     if (perplexity->parsed()) return run_perplexity(perplexity_args);
     if (bench->parsed()) return run_bench(bench_args);
     if (info->parsed()) return run_info(info_args);
     if (tokenize->parsed()) {
-      if (tokenize_args.text.empty() && tokenize_args.file.empty()) lw::fail("tokenize needs a text or --file");
+      if (tokenize_args.text.empty() && tokenize_args.file.empty()) usage_fail("tokenize needs a text or --file");
       return run_tokenize(tokenize_args);
     }
     if (detokenize->parsed()) return run_detokenize(detokenize_model, detokenize_ids, skip_special);
     if (split->parsed()) {
-      if (split_options.model.empty() && !verify) lw::fail("split needs --model (or --verify alone to check --out)");
+      if (split_options.model.empty() && !verify) usage_fail("split needs --model (or --verify alone to check --out)");
       if (!split_dtype.empty()) split_options.dtype = lw::dtype_from_user(split_dtype);
       if (!split_options.model.empty()) {
         auto result = lw::split_checkpoint(split_options);
@@ -181,6 +250,9 @@ int main(int argc, char** argv) {
       }
       return 0;
     }
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "layerwise: error: %s (see --help)\n", e.what());
+    return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "layerwise: error: %s\n", e.what());
     return 1;

@@ -1,4 +1,6 @@
 // `info` and `split`: what a model is, how it would be planned, and its per-layer rewrite.
+#include <algorithm>
+#include <climits>
 #include <cstdio>
 #include <map>
 #include <sstream>
@@ -7,10 +9,13 @@
 #include "cli/commands.h"
 #include "common/error.h"
 #include "common/sizes.h"
+#include "common/system.h"
 #include "gguf/gguf.h"
 #include "runtime/engine.h"
 
 namespace lw::cli {
+
+void usage_fail(const std::string& problem) { throw UsageError(problem); }
 
 uint64_t memory_option(const std::string& text) { return text.empty() ? 0 : parse_size(text); }
 
@@ -22,7 +27,13 @@ std::string compute_description(const Engine& engine) {
 }
 
 EngineOptions engine_options(const RunOptions& run) {
-  EngineOptions options{memory_option(run.max_memory), run.threads, !run.no_prefetch};
+  int threads = run.threads;
+  if (const int cores = usable_cores(); threads > cores) {
+    std::fprintf(stderr, "layerwise: warning: --threads %d is more than the %d cores this process may use; using %d\n", threads,
+                 cores, cores);
+    threads = cores;
+  }
+  EngineOptions options{memory_option(run.max_memory), threads, !run.no_prefetch};
   if (!run.compute_dtype.empty()) options.compute_dtype = dtype_from_user(run.compute_dtype);
   options.io_mode = parse_io_mode(run.io);
   return options;
@@ -46,6 +57,23 @@ std::vector<int> parse_ids(const std::string& text, const std::string& where) {
   return ids;
 }
 
+std::string context_problem(const ModelConfig& config, int64_t positions, bool allow_long, const std::string& what) {
+  const int64_t limit = context_limit(config);
+  if (allow_long || positions <= limit) return "";
+  std::string made_for = "max_position_embeddings " + std::to_string(config.max_position);
+  if (limit != config.max_position) {
+    char factor[32];
+    std::snprintf(factor, sizeof factor, "%g", config.rope.factor);
+    made_for += " x rope scaling factor " + std::string(factor);
+  }
+  return what + " need " + std::to_string(positions) + " positions, but the model is made for " + std::to_string(limit) + " (" +
+         made_for + "); shorten the input, or pass --allow-long-context to run past that";
+}
+
+void check_context(const ModelConfig& config, int64_t positions, bool allow_long, const std::string& what) {
+  if (const std::string problem = context_problem(config, positions, allow_long, what); !problem.empty()) fail(problem);
+}
+
 int run_info(const InfoArgs& args) {
   const std::string& model = args.model;
   const int batch = args.batch;
@@ -55,9 +83,11 @@ int run_info(const InfoArgs& args) {
   Engine engine(model, options);
   const auto& checkpoint = engine.checkpoint();
   const auto& c = engine.config();
-  if (context <= 0) context = std::min(c.max_position, 2048);
+  if (context <= 0) context = static_cast<int>(std::min<int64_t>(context_limit(c), 2048));
+  check_context(c, context, args.allow_long_context, "--context " + std::to_string(context) + " tokens");
   // Plan first: a budget that cannot work is refused before anything is printed.
-  const MemoryPlan plan = engine.plan({batch, context, batch * context, false});
+  const int prompt_tokens = static_cast<int>(std::min<int64_t>(int64_t{batch} * context, INT_MAX));
+  const MemoryPlan plan = engine.plan({batch, context, prompt_tokens, false});
   std::string format = "Hugging Face";
   if (checkpoint.format == Checkpoint::Format::Split) format = "layerwise split, dtype " + checkpoint.split_dtype;
   if (checkpoint.format == Checkpoint::Format::Gguf) {

@@ -1,7 +1,14 @@
 // `layerwise score` (log-likelihoods of choices after a prefix, rows read from JSON lines) and
 // `layerwise perplexity` (sliding windows over a text file).
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
 #include <cmath>
+#include <csignal>
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -32,7 +39,8 @@ std::vector<int> ids_from_json(const nlohmann::json& value, const std::string& f
   if (!value.is_array()) throw std::runtime_error("\"" + field + "\" is not an array of token ids");
   std::vector<int> ids;
   for (const auto& id : value) {
-    if (!id.is_number_integer()) throw std::runtime_error("\"" + field + "\" holds something that is not a token id");
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
+      throw std::runtime_error("\"" + field + "\" holds " + id.dump() + ", which is not a token id");
     ids.push_back(id.get<int>());
   }
   return ids;
@@ -129,20 +137,33 @@ nlohmann::ordered_json row_json(const InputLine& line, const RowScore& score) {
   return {{"id", line.id}, {"choices", choices}, {"best_by_sum", score.best_by_sum}, {"best_by_mean", score.best_by_mean}};
 }
 
+// The temporary output file, removed if SIGINT or SIGTERM ends the run (SIGKILL cannot be caught).
+char interrupted_output[PATH_MAX];
+
+void remove_output_and_die(int signal) {
+  unlink(interrupted_output);  // async-signal-safe
+  std::signal(signal, SIG_DFL);
+  std::raise(signal);
+}
+
 // Results go to stdout, or to a file that appears complete or not at all.
 class Output {
  public:
   explicit Output(const std::string& path) : path_(path) {
     if (path.empty()) return;
     temp_ = path + ".tmp";
+    if (temp_.size() >= sizeof interrupted_output) fail(path, "path too long");
     file_ = std::fopen(temp_.c_str(), "w");
     if (!file_) fail(path, "cannot create");
+    std::memcpy(interrupted_output, temp_.c_str(), temp_.size() + 1);
+    for (int signal : {SIGINT, SIGTERM, SIGHUP}) std::signal(signal, remove_output_and_die);
   }
   ~Output() {
     if (file_) {
       std::fclose(file_);
       std::remove(temp_.c_str());
     }
+    release_signals();
   }
   void line(const nlohmann::ordered_json& json) {
     const std::string text = json.dump() + "\n";
@@ -157,9 +178,15 @@ class Output {
       std::remove(temp_.c_str());
       fail(path_, "cannot write");
     }
+    release_signals();
   }
 
  private:
+  void release_signals() {
+    if (temp_.empty()) return;
+    for (int signal : {SIGINT, SIGTERM, SIGHUP}) std::signal(signal, SIG_DFL);
+  }
+
   std::string path_, temp_;
   FILE* file_ = nullptr;
 };
@@ -173,33 +200,45 @@ std::string rate_text(size_t done, size_t total, double seconds) {
 
 }  // namespace
 
+// What the model cannot run in a row (a token outside its vocabulary, more positions than it is
+// made for), or "".
+std::string row_problem(const ScoreRow& row, const ModelConfig& config, bool allow_long_context) {
+  size_t longest = 0;
+  auto out_of_vocabulary = [&](const std::vector<int>& ids) -> std::string {
+    for (int id : ids)
+      if (id < 0 || id >= config.vocab_size)
+        return "token id " + std::to_string(id) + " is outside the model's vocabulary (0.." + std::to_string(config.vocab_size - 1) + ")";
+    return "";
+  };
+  if (std::string problem = out_of_vocabulary(row.prefix); !problem.empty()) return problem;
+  for (const auto& choice : row.choices) {
+    if (std::string problem = out_of_vocabulary(choice); !problem.empty()) return problem;
+    longest = std::max(longest, choice.size());
+  }
+  return context_problem(config, static_cast<int64_t>(row.prefix.size() + longest), allow_long_context,
+                         "the prefix (" + std::to_string(row.prefix.size()) + " tokens) and its longest choice (" +
+                             std::to_string(longest) + ")");
+}
+
 int run_score(const ScoreArgs& args) {
   std::optional<Tokenizer> tokenizer;
-  const std::vector<InputLine> lines = read_rows(args.input, args.run.model, tokenizer);
-  std::vector<ScoreRow> rows;
-  std::vector<size_t> line_of_row;
-  int malformed = 0;
-  for (size_t i = 0; i < lines.size(); i++) {
-    if (lines[i].row) {
-      rows.push_back(*lines[i].row);
-      line_of_row.push_back(i);
-    } else {
-      std::fprintf(stderr, "layerwise: error: %s:%d: %s\n", args.input.c_str(), lines[i].number, lines[i].error.c_str());
-      malformed++;
-    }
-  }
+  std::vector<InputLine> lines = read_rows(args.input, args.run.model, tokenizer);
   const double start = now_seconds();
   Engine engine(args.run.model, engine_options(args.run));
-  const int vocab = engine.config().vocab_size;
-  for (size_t r = 0; r < rows.size(); r++) {
-    auto check = [&](const std::vector<int>& ids) {
-      for (int id : ids)
-        if (id < 0 || id >= vocab)
-          fail(args.input + ":" + std::to_string(lines[line_of_row[r]].number) + ": token id " + std::to_string(id) +
-               " is outside the vocabulary (0.." + std::to_string(vocab - 1) + ")");
-    };
-    check(rows[r].prefix);
-    for (const auto& choice : rows[r].choices) check(choice);
+  // A line that cannot be scored is reported in its place; every other line is scored.
+  std::vector<ScoreRow> rows;
+  std::vector<size_t> line_of_row;
+  int unscored = 0;
+  for (size_t i = 0; i < lines.size(); i++) {
+    if (lines[i].row) lines[i].error = row_problem(*lines[i].row, engine.config(), args.run.allow_long_context);
+    if (lines[i].error.empty()) {
+      rows.push_back(std::move(*lines[i].row));
+      line_of_row.push_back(i);
+    } else {
+      lines[i].row.reset();
+      std::fprintf(stderr, "layerwise: error: %s:%d: %s\n", args.input.c_str(), lines[i].number, lines[i].error.c_str());
+      unscored++;
+    }
   }
 
   Output output(args.output);
@@ -232,9 +271,9 @@ int run_score(const ScoreArgs& args) {
                  options.share_prefix ? "" : " (no prefix sharing)", seconds, static_cast<double>(rows.size()) / seconds);
     print_stream_report(engine, 0, args.run.profile);
   }
-  if (malformed) {
-    std::fprintf(stderr, "layerwise: error: %s: %d malformed line(s); the other %zu rows were scored\n", args.input.c_str(),
-                 malformed, rows.size());
+  if (unscored) {
+    std::fprintf(stderr, "layerwise: error: %s: %d line(s) could not be scored (an error line each in the output); the other %zu rows were scored\n",
+                 args.input.c_str(), unscored, rows.size());
     return 1;
   }
   return 0;
@@ -246,7 +285,8 @@ int run_perplexity(const PerplexityArgs& args) {
   const auto encoded = tokenizer.encode(text, true, false);
   const std::vector<int> ids(encoded.begin(), encoded.end());
   Engine engine(args.run.model, engine_options(args.run));
-  const int context = args.context > 0 ? args.context : std::min(engine.config().max_position, 4096);
+  const int context = args.context > 0 ? args.context : static_cast<int>(std::min<int64_t>(context_limit(engine.config()), 4096));
+  check_context(engine.config(), context, args.run.allow_long_context, "windows of --context " + std::to_string(context) + " tokens");
   const int stride = args.stride > 0 ? args.stride : std::max(1, context / 2);
   std::optional<Progress> progress;
   const PerplexityResult result = perplexity(engine, ids, context, stride, [&](int done, int windows) {

@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "chat/chat_template.h"
+#include "checkpoint/checkpoint.h"
 #include "cli/commands.h"
 #include "common/error.h"
 #include "common/file.h"
@@ -18,6 +19,7 @@ namespace lw::cli {
 
 Tokenizer load_tokenizer(const std::string& model_path) {
   namespace fs = std::filesystem;
+  Checkpoint::check_path(model_path);  // "not a model" before "no tokenizer.json"
   if (fs::is_directory(model_path)) {
     if (!fs::exists(fs::path(model_path) / "tokenizer.json"))
       fail(model_path, "has no tokenizer.json: give token ids with --prompt-ids instead");

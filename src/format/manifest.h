@@ -26,6 +26,9 @@ struct Manifest {
   std::vector<ManifestUnit> units;
 };
 
+// Written beside the units while a split is under way; removed once manifest.json is written.
+inline constexpr const char* kSplitJournal = "split-progress.json";
+
 Manifest parse_manifest(std::string_view text, const std::string& path);
 std::string manifest_to_json(const Manifest& manifest);
 std::string format_xxh3(uint64_t hash);  // 16 hex digits

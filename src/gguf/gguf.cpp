@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -600,6 +601,8 @@ int64_t GgufFile::get_int(std::string_view key) const {
 double GgufFile::get_float(std::string_view key) const {
   const GgufValue& value = require(key);
   if (!value.is_float()) key_error(key, "is a " + type_of(value) + ", not a float");
+  // NaN and infinities pass every range check after this (NaN compares false): refuse them here.
+  if (!std::isfinite(value.f)) key_error(key, "is " + std::to_string(value.f) + ", not a finite number");
   return value.f;
 }
 

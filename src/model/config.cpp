@@ -1,5 +1,6 @@
 #include "model/config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -34,7 +35,8 @@ int positive_int(const nlohmann::json& config, const char* key, const std::strin
 double positive_number(const nlohmann::json& json, const char* key, const std::string& path, double fallback) {
   auto it = json.find(key);
   if (it == json.end() || it->is_null()) return fallback;
-  if (!it->is_number() || !(it->get<double>() > 0)) fail(path, std::string("\"") + key + "\" must be a positive number");
+  if (!it->is_number() || !(it->get<double>() > 0) || !std::isfinite(it->get<double>()))
+    fail(path, std::string("\"") + key + "\" must be a positive finite number");
   return it->get<double>();
 }
 
@@ -107,7 +109,10 @@ RopeConfig parse_rope(const nlohmann::json& config, const std::string& path, int
 }  // namespace
 
 ModelConfig parse_model_config(const nlohmann::json& config, const nlohmann::json& generation_config,
-                               const std::string& path) {
+                               const std::string& path, const std::string& generation_path) {
+  const std::string& eos_source = generation_config.is_object() && generation_config.contains("eos_token_id")
+                                      ? (generation_path.empty() ? path : generation_path)
+                                      : path;
   if (!config.is_object()) fail(path, "config is not a JSON object");
   ModelConfig model;
   auto architectures = config.find("architectures");
@@ -149,10 +154,17 @@ ModelConfig parse_model_config(const nlohmann::json& config, const nlohmann::jso
   if (auto it = config.find("bos_token_id"); it != config.end() && it->is_number_integer()) model.bos_token_id = it->get<int>();
   model.eos_token_ids = token_ids(config.value("eos_token_id", nlohmann::json()), "eos_token_id", path);
   if (generation_config.is_object() && generation_config.contains("eos_token_id"))
-    model.eos_token_ids = token_ids(generation_config["eos_token_id"], "eos_token_id", path + " (generation_config)");
+    model.eos_token_ids = token_ids(generation_config["eos_token_id"], "eos_token_id", eos_source);
   for (int id : model.eos_token_ids)
-    if (id < 0 || id >= model.vocab_size) fail(path, "eos_token_id " + std::to_string(id) + " is outside the vocabulary");
+    if (id < 0 || id >= model.vocab_size)
+      fail(eos_source, "eos_token_id " + std::to_string(id) + " is outside the vocabulary (0.." + std::to_string(model.vocab_size - 1) + ")");
   return model;
+}
+
+int64_t context_limit(const ModelConfig& config) {
+  const bool stretched = config.rope.type == RopeType::Linear || config.rope.type == RopeType::Dynamic;
+  const double limit = static_cast<double>(config.max_position) * (stretched ? std::max(1.0, config.rope.factor) : 1.0);
+  return static_cast<int64_t>(std::min(limit, static_cast<double>(1 << 30)));
 }
 
 std::vector<float> rope_inverse_frequencies(const ModelConfig& config, int seq_len) {

@@ -44,10 +44,16 @@ struct ModelConfig {
   int kv_dim() const { return num_kv_heads * head_dim; }
 };
 
-// Throws lw::Error naming `path` for anything missing, malformed or unsupported.
+// Throws lw::Error naming `path` for anything missing, malformed or unsupported, and
+// `generation_path` (default: `path`) for what generation_config holds.
 ModelConfig parse_model_config(const nlohmann::json& config, const nlohmann::json& generation_config,
-                               const std::string& path);
+                               const std::string& path, const std::string& generation_path = "");
 nlohmann::json read_json_file(const std::string& path);
+
+// Positions the model is made for: max_position_embeddings, stretched by the rope scaling
+// factor for `linear` and `dynamic` scaling (which exist to run past the trained length);
+// `llama3` configurations state the stretched length as max_position_embeddings already.
+int64_t context_limit(const ModelConfig& config);
 
 // RoPE inverse frequencies (head_dim / 2 of them) as transformers computes them, in float32.
 // `seq_len` matters only for `dynamic` scaling: the largest position of the forward pass + 1.

@@ -3,10 +3,21 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <string>
+
+#include "common/error.h"
 
 namespace lw {
 
-Sampler::Sampler(const SamplingOptions& options) : options_(options), random_(options.seed) {}
+Sampler::Sampler(const SamplingOptions& options) : options_(options), random_(options.seed) {
+  // Written so that NaN fails every check (it compares false with everything).
+  if (!(options.temperature >= 0 && std::isfinite(options.temperature)))
+    fail("sampling temperature must be a finite number of 0 or more (got " + std::to_string(options.temperature) + ")");
+  if (!(options.top_p >= 0 && options.top_p <= 1)) fail("top_p must be from 0 to 1 (got " + std::to_string(options.top_p) + ")");
+  if (!(options.repeat_penalty > 0 && std::isfinite(options.repeat_penalty)))
+    fail("repeat penalty must be a positive finite number (got " + std::to_string(options.repeat_penalty) + ")");
+  if (options.top_k < 0) fail("top_k must be 0 or more (got " + std::to_string(options.top_k) + ")");
+}
 
 int Sampler::sample(float* logits, int vocab, const std::vector<int>& history) {
   if (options_.repeat_penalty != 1) {
