@@ -91,7 +91,8 @@ TEST(Cli, BenchMeasuresPrefillAndDecodeAndCountsTheirWork) {
       EXPECT_NEAR(test["weight_bytes_per_second"].get<double>(), mean_rate * report["weight_bytes_per_token"].get<double>(), 1);
     }
   }
-  expect_failure(layerwise({"bench", "--model", test::stories_path(), "--prompt", "600"}), "exceed the model's 512 positions");
+  expect_failure(layerwise({"bench", "--model", test::stories_path(), "--prompt", "600"}),
+                 "need 600 positions, but the model is made for 512");
   expect_failure(layerwise({"bench", "--model", test::stories_path(), "--prompt", "0", "--decode", "0"}), "nothing to measure");
 }
 
@@ -273,7 +274,7 @@ TEST(Cli, SplitIsAtomicResumesAndVerifies) {
   EXPECT_FALSE(std::filesystem::exists(again + "/manifest.json"));
   EXPECT_TRUE(std::filesystem::exists(again + "/layer-000.safetensors"));
   test::write_file(again + "/layer-001.safetensors.tmp", "half a file");
-  expect_failure(layerwise({"generate", "--model", again, "--prompt-ids", "1 2"}), "no config.json");  // not runnable yet
+  expect_failure(layerwise({"generate", "--model", again, "--prompt-ids", "1 2"}), "an interrupted split");  // not runnable yet
   auto resumed = layerwise({"split", "--model", test::fixture("sharded-f32"), "--out", again, "--dtype", "f16", "--verify"});
   ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
   EXPECT_NE(resumed.err.find("3 unit files written"), std::string::npos) << resumed.err;
