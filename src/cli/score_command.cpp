@@ -137,7 +137,8 @@ nlohmann::ordered_json row_json(const InputLine& line, const RowScore& score) {
   return {{"id", line.id}, {"choices", choices}, {"best_by_sum", score.best_by_sum}, {"best_by_mean", score.best_by_mean}};
 }
 
-// The temporary output file, removed if SIGINT or SIGTERM ends the run (SIGKILL cannot be caught).
+// The temporary output file, removed if SIGINT, SIGTERM or SIGHUP ends the run (SIGKILL cannot be
+// caught).
 char interrupted_output[PATH_MAX];
 
 void remove_output_and_die(int signal) {
@@ -198,8 +199,6 @@ std::string rate_text(size_t done, size_t total, double seconds) {
   return text;
 }
 
-}  // namespace
-
 // What the model cannot run in a row (a token outside its vocabulary, more positions than it is
 // made for), or "".
 std::string row_problem(const ScoreRow& row, const ModelConfig& config, bool allow_long_context) {
@@ -219,6 +218,8 @@ std::string row_problem(const ScoreRow& row, const ModelConfig& config, bool all
                          "the prefix (" + std::to_string(row.prefix.size()) + " tokens) and its longest choice (" +
                              std::to_string(longest) + ")");
 }
+
+}  // namespace
 
 int run_score(const ScoreArgs& args) {
   std::optional<Tokenizer> tokenizer;
