@@ -6,7 +6,8 @@
 //   - where numpy forms a per-sub-block scale first (the K-quants: dl = d * sc, ml = dmin * m),
 //     so do we, and only then multiply by the quant: y = dl * q - ml, two roundings, never
 //     d * (sc * q) or a fused multiply-add;
-//   - the "_1" types add their minimum last: y = d * q + m.
+//   - the "_1" types add their minimum last: y = d * q + m;
+//   - the IQ4 types look each nibble up in a table of int8 levels; the level is the "quant".
 //
 // This file is compiled with -ffp-contract=off (src/gguf/CMakeLists.txt): a fused multiply-add
 // would round once instead of twice and change the last bit. Each block kind is a function with
@@ -39,6 +40,8 @@ enum : uint32_t {
   kQ4_K = 12,
   kQ5_K = 13,
   kQ6_K = 14,
+  kIQ4_NL = 20,
+  kIQ4_XS = 23,
   kBF16 = 30,
 };
 
@@ -258,6 +261,45 @@ void block_q6_k(const u8* b, float* y) {
       }
 }
 
+// ---- non-linear 4-bit types ----
+// A nibble is not the value itself but an index into 16 int8 levels spaced closer near zero
+// (gguf.quants.IQ4_NL.kvalues); the level becomes float32 exactly, then meets the scale.
+constexpr int8_t kIq4Levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                   1,    13,   25,  38,  53,  69,  89,  113};
+
+// IQ4_NL (18 bytes): f16 d | u8 qs[16]; element j is the low nibble of qs[j], element j+16 the
+// high nibble (as Q4_0).  y = d * level
+void block_iq4_nl(const u8* b, float* y) {
+  const float d = load_f16(b);
+  const u8* qs = b + 2;
+  for (int j = 0; j < 16; j++) {
+    y[j] = d * to_float(kIq4Levels[qs[j] & 0x0F]);
+    y[j + 16] = d * to_float(kIq4Levels[qs[j] >> 4]);
+  }
+}
+
+// IQ4_XS (136 bytes): f16 d | u16 scales_h | u8 scales_l[4] | u8 qs[128]. Sub-block s (32
+// elements) has a six-bit scale stored with offset 32: its low four bits are nibble s % 2 of
+// scales_l[s / 2], its high two bits are bits 2s..2s+1 of scales_h. Its elements are laid out
+// as one IQ4_NL block in qs[16s .. 16s+16).  y = (d * (scale - 32)) * level
+void block_iq4_xs(const u8* b, float* y) {
+  const float d = load_f16(b);
+  const int scales_h = b[2] | (b[3] << 8);  // little-endian, as numpy's view(uint16)
+  const u8* scales_l = b + 4;
+  const u8* qs = b + 8;
+  for (int s = 0; s < 8; s++) {
+    const int low = (scales_l[s / 2] >> (4 * (s % 2))) & 0x0F;
+    const int high = (scales_h >> (2 * s)) & 3;
+    const float dl = d * to_float((low | (high << 4)) - 32);  // formed first, as numpy's dl
+    const u8* q = qs + 16 * s;
+    float* out = y + 32 * s;
+    for (int j = 0; j < 16; j++) {
+      out[j] = dl * to_float(kIq4Levels[q[j] & 0x0F]);
+      out[j + 16] = dl * to_float(kIq4Levels[q[j] >> 4]);
+    }
+  }
+}
+
 template <size_t kTypeSize, size_t kBlockSize, void (*kBlock)(const u8*, float*)>
 void blocks(const void* src, uint64_t n_blocks, float* dst) {
   const auto* in = static_cast<const u8*>(src);
@@ -294,7 +336,8 @@ const GgmlTypeInfo& dequantizable_info(uint32_t type, uint64_t elements, const c
   const GgmlTypeInfo& info = checked_info(type, elements, what);
   if (!ggml_type_dequantizable(type))
     fail(std::string(what) + ": cannot dequantize ggml type " + info.name +
-         " (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)");
+         " (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, "
+         "IQ4_NL, IQ4_XS)");
   return info;
 }
 
@@ -315,6 +358,8 @@ bool ggml_type_dequantizable(uint32_t ggml_type) {
     case kQ4_K:
     case kQ5_K:
     case kQ6_K:
+    case kIQ4_NL:
+    case kIQ4_XS:
       return true;
     default:
       return false;
@@ -347,6 +392,8 @@ void dequantize_row(uint32_t ggml_type, const void* src, uint64_t elements, floa
     case kQ4_K: blocks<144, 256, block_q4_k>(src, n_blocks, dst); break;
     case kQ5_K: blocks<176, 256, block_q5_k>(src, n_blocks, dst); break;
     case kQ6_K: blocks<210, 256, block_q6_k>(src, n_blocks, dst); break;
+    case kIQ4_NL: blocks<18, 32, block_iq4_nl>(src, n_blocks, dst); break;
+    case kIQ4_XS: blocks<136, 256, block_iq4_xs>(src, n_blocks, dst); break;
     default: break;  // refused by dequantizable_info
   }
 }

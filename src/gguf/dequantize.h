@@ -2,12 +2,14 @@
 //
 // The results are bit-identical to the gguf Python package's gguf.quants.dequantize (v0.19,
 // numpy float32): every float16 scale is widened to float32 first, the per-sub-block scale
-// products (d * sc, dmin * m) are formed before they multiply the quant, and the offset is added
-// or subtracted last, each step rounded to float32 (dequantize.cpp is compiled with
-// -ffp-contract=off so no multiply-add is fused). tests/gguf/test_dequantize.cpp checks this
-// against goldens written by scripts/make_dequant_goldens.py.
+// products (d * sc, dmin * m) are formed before they multiply the quant (for IQ4_NL / IQ4_XS the
+// int8 level its nibble selects), and the offset is added or subtracted last, each step rounded
+// to float32 (dequantize.cpp is compiled with -ffp-contract=off so no multiply-add is fused).
+// tests/gguf/test_dequantize.cpp checks this against goldens written by
+// scripts/make_dequant_goldens.py.
 //
-// Handled: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K.
+// Handled: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL,
+// IQ4_XS.
 // Every failure (unsupported type, element count not a multiple of the block size) throws
 // lw::Error.
 #pragma once
@@ -16,7 +18,7 @@
 namespace lw {
 
 // True for the types dequantize_row handles: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K,
-// Q3_K, Q4_K, Q5_K, Q6_K.
+// Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS.
 bool ggml_type_dequantizable(uint32_t ggml_type);
 
 // Bytes that `elements` values of this type occupy (elements must be a multiple of the block
