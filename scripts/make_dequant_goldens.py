@@ -9,12 +9,15 @@ lw::dequantize_row and lw::dequantize_in_place against them bit for bit.
 
 The output depends only on the fixed seed below and the package versions (both are recorded in
 the JSON). Per type:
-  - the small-block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) get 8 blocks, the K-quants 4 superblocks;
+  - the small-block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL) get 8 blocks, the K-quants and
+    IQ4_XS 4 superblocks;
     the quant payloads are random bytes, every float16 scale field (d, dmin, m) is overwritten
     with a random finite value: ordinary magnitudes of both signs, zero, subnormals, and a few
     large ones (no NaN or Inf, so every expected value is finite);
   - F32, F16 and BF16 get random values plus special ones (signed zeros, infinities, quiet and
     signalling NaNs, subnormals, the largest finite value).
+The types added later (LATER_TYPES) draw from their own generator, seeded from SEED too, so that
+adding them left every earlier type's bytes unchanged.
 JSON layout: {"gguf_version", "numpy_version", "seed", "types": [{"name", "type", "elements",
 "raw" (hex of the raw bytes), "expected" (hex of the little-endian float32 bit patterns,
 8 hex digits per value, most significant first)}]}.
@@ -45,7 +48,12 @@ SCALE_OFFSETS = {
     T.Q4_K: [0, 2],     # d dmin scales[12] qs[128]
     T.Q5_K: [0, 2],     # d dmin scales[12] qh[32] qs[128]
     T.Q6_K: [208],      # ql[128] qh[64] scales[16] d
+    T.IQ4_NL: [0],      # d qs[16]
+    T.IQ4_XS: [0],      # d scales_h(u16) scales_l[4] qs[128]
 }
+
+# Appended after the first goldens were written; see the docstring.
+LATER_TYPES = [T.IQ4_NL, T.IQ4_XS]
 
 
 def random_finite_f16(rng):
@@ -91,11 +99,13 @@ def float_raw(rng, qtype):
 
 
 def main():
-    rng = np.random.default_rng(SEED)
+    first_rng = np.random.default_rng(SEED)
+    later_rng = np.random.default_rng([SEED, 1])
     types = [T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1,
-             T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K]
+             T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K] + LATER_TYPES
     entries = []
     for qtype in types:
+        rng = later_rng if qtype in LATER_TYPES else first_rng
         block_size, type_size = GGML_QUANT_SIZES[qtype]
         if qtype in (T.F32, T.F16, T.BF16):
             raw = float_raw(rng, qtype)

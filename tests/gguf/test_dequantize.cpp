@@ -96,8 +96,8 @@ std::string first_difference(const std::vector<uint32_t>& expected, const float*
 }
 
 // The types the dequantizer promises to handle; every one must have goldens.
-const char* const kHandled[] = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0",
-                                "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"};
+const char* const kHandled[] = {"F32",  "F16",  "BF16", "Q8_0", "Q4_0", "Q4_1",   "Q5_0",  "Q5_1",
+                                "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"};
 
 TEST(Dequantize, GoldensCoverEveryHandledType) {
   std::set<std::string> names;
@@ -192,6 +192,48 @@ TEST(Dequantize, InPlaceOverManyChunks) {
           << g.name << " (row), repetition " << r;
     }
   }
+}
+
+// Hand-made blocks whose values can be read off (checked against gguf.quants.dequantize): the
+// random goldens cannot show which bits of IQ4_XS's scales_h and scales_l belong to which
+// sub-block, these do. Row and in-place paths both.
+TEST(Dequantize, Iq4NlNibblesIndexTheLevelTable) {
+  uint8_t raw[18] = {0x00, 0x38};  // d = 0.5
+  for (int j = 0; j < 16; j++) raw[2 + j] = static_cast<uint8_t>(j | (15 - j) << 4);
+  const float levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+  float row[32];
+  dequantize_row(20, raw, 32, row);
+  std::vector<float> in_place(32);
+  std::memcpy(reinterpret_cast<char*>(in_place.data()) + 128 - 18, raw, 18);
+  dequantize_in_place(20, in_place.data(), 32);
+  for (int j = 0; j < 16; j++) {
+    EXPECT_EQ(bits_of(row[j]), bits_of(0.5f * levels[j])) << j;            // low nibbles first
+    EXPECT_EQ(bits_of(row[16 + j]), bits_of(0.5f * levels[15 - j])) << j;  // then high nibbles
+  }
+  for (int j = 0; j < 32; j++) EXPECT_EQ(bits_of(in_place[j]), bits_of(row[j])) << j;
+}
+
+TEST(Dequantize, Iq4XsSixBitScalesCombineBothHalvesMinus32) {
+  uint8_t raw[136] = {};
+  raw[0] = 0x00, raw[1] = 0x3C;  // d = 1
+  raw[2] = 0x01, raw[3] = 0xC0;  // scales_h: high bits 01 for sub-block 0, 11 for sub-block 7
+  raw[4] = 0x05;                 // scales_l[0]: low bits 5 for sub-block 0 (low nibble), 0 for 1
+  raw[7] = 0xF0;                 // scales_l[3]: low bits 0 for sub-block 6, 15 for 7 (high nibble)
+  std::memset(raw + 8, 0x80, 128);  // every low nibble 0 (level -127), high nibble 8 (level 1)
+  float row[256];
+  dequantize_row(23, raw, 256, row);
+  std::vector<float> in_place(256);
+  std::memcpy(reinterpret_cast<char*>(in_place.data()) + 1024 - 136, raw, 136);
+  dequantize_in_place(23, in_place.data(), 256);
+  // scale - 32: sub-block 0 is (5 | 1 << 4) - 32 = -11, sub-block 7 (15 | 3 << 4) - 32 = 31,
+  // the rest 0 - 32.
+  const float scale[8] = {-11, -32, -32, -32, -32, -32, -32, 31};
+  for (int s = 0; s < 8; s++)
+    for (int j = 0; j < 16; j++) {
+      EXPECT_EQ(row[32 * s + j], scale[s] * -127.0f) << s << " " << j;
+      EXPECT_EQ(row[32 * s + 16 + j], scale[s]) << s << " " << j;
+    }
+  for (int j = 0; j < 256; j++) EXPECT_EQ(bits_of(in_place[j]), bits_of(row[j])) << j;
 }
 
 TEST(Dequantize, RefusesUnknownAndUnsupportedTypes) {
