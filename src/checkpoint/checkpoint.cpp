@@ -211,8 +211,7 @@ void open_gguf(Checkpoint& checkpoint, const std::string& path) {
       } else if (info->type != kF32) {
         if (!info->known_type || !ggml_type_dequantizable(info->type))
           fail(path, "tensor '" + name + "' has type " + info->type_name() +
-                         ", which this build cannot load (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, "
-                         "Q5_1, Q2_K..Q6_K, IQ4_NL, IQ4_XS)");
+                         ", which this build cannot load (supported: " + kDequantizableTypeNames + ")");
         location.quantized = info->type;
       }
       location.rotary_heads = gguf_rotary_heads(name, checkpoint.raw_config);

@@ -336,8 +336,7 @@ const GgmlTypeInfo& dequantizable_info(uint32_t type, uint64_t elements, const c
   const GgmlTypeInfo& info = checked_info(type, elements, what);
   if (!ggml_type_dequantizable(type))
     fail(std::string(what) + ": cannot dequantize ggml type " + info.name +
-         " (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, "
-         "IQ4_NL, IQ4_XS)");
+         " (supported: " + kDequantizableTypeNames + ")");
   return info;
 }
 

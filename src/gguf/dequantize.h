@@ -20,6 +20,9 @@ namespace lw {
 // True for the types dequantize_row handles: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K,
 // Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS.
 bool ggml_type_dequantizable(uint32_t ggml_type);
+// Their names, for messages.
+inline constexpr const char* kDequantizableTypeNames =
+    "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS";
 
 // Bytes that `elements` values of this type occupy (elements must be a multiple of the block
 // size). Works for every type ggml_type_info knows, dequantizable or not; throws lw::Error for an
