@@ -191,6 +191,7 @@ int run_score(const ScoreArgs& args) {
   const double start = now_seconds();
   Engine engine(args.run.model, engine_options(args.run));
   const int vocab = engine.config().vocab_size;
+  if (tokenizer) tokenizer->check_fits_model(vocab);
   for (size_t r = 0; r < rows.size(); r++) {
     auto check = [&](const std::vector<int>& ids) {
       for (int id : ids)
@@ -246,6 +247,7 @@ int run_perplexity(const PerplexityArgs& args) {
   const auto encoded = tokenizer.encode(text, true, false);
   const std::vector<int> ids(encoded.begin(), encoded.end());
   Engine engine(args.run.model, engine_options(args.run));
+  tokenizer.check_fits_model(engine.config().vocab_size);
   const int context = args.context > 0 ? args.context : std::min(engine.config().max_position, 4096);
   const int stride = args.stride > 0 ? args.stride : std::max(1, context / 2);
   std::optional<Progress> progress;
