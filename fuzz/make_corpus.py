@@ -7,6 +7,9 @@ corpus/safetensors/  whole safetensors files (8-byte LE header length, JSON head
                      under 8 KB: valid ones in the shapes real checkpoints have, and broken ones
                      that each hit a different rejection in lw::open_safetensors.
 corpus/manifest/     manifest.json files of a split directory: valid ones and broken variants.
+corpus/tokenizer/    tokenizer.json files: stories260K's and the small synthetic fixtures of
+                     tests/fixtures/tokenizers (compacted), variants with unusual added tokens,
+                     and broken ones that each hit a different rejection in lw::Tokenizer.
 
 The fuzzers only read these; libFuzzer's new inputs go to a temporary copy (scripts/run_fuzzers.sh).
 """
@@ -19,6 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 ST_DIR = os.path.join(HERE, "corpus", "safetensors")
 MANIFEST_DIR = os.path.join(HERE, "corpus", "manifest")
+TOKENIZER_DIR = os.path.join(HERE, "corpus", "tokenizer")
 SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2,
          "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 
@@ -199,6 +203,74 @@ def make_manifest():
     w("bad_array.json", "[]")
 
 
+def compact(value):
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def added_token(content, id, special=True, **flags):
+    token = {"id": id, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
+             "normalized": not special, "special": special}
+    token.update(flags)
+    return token
+
+
+def make_tokenizer():
+    os.makedirs(TOKENIZER_DIR, exist_ok=True)
+
+    def w(name, value):
+        content = (value if isinstance(value, str) else compact(value)).encode()
+        assert len(content) < 32768, (name, len(content))  # the whole corpus stays well under 1 MiB
+        with open(os.path.join(TOKENIZER_DIR, name), "wb") as f:
+            f.write(content)
+
+    fixtures = os.path.join(REPO, "tests", "fixtures", "tokenizers")
+    for name in sorted(os.listdir(fixtures)):
+        path = os.path.join(fixtures, name, "tokenizer.json")
+        if name.startswith("syn-") and os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                w("valid_" + name + ".json", json.load(f))
+    with open(os.path.join(REPO, "models", "stories260K", "tokenizer.json"), encoding="utf-8") as f:
+        stories = json.load(f)
+    w("valid_stories260K.json", stories)
+
+    def stories_with(**changes):
+        t = json.loads(json.dumps(stories))
+        for key, value in changes.items():
+            t[key] = value
+        return t
+
+    added = stories["added_tokens"]
+    # Valid: added tokens whose file ids are not the ones they get, and every matching flag.
+    w("valid_added_past_vocab.json", stories_with(added_tokens=added + [added_token("<zz>", 100000)]))
+    w("valid_added_repeated_id.json", stories_with(
+        added_tokens=added + [added_token("<zz>", 600), added_token("<yy>", 600), added_token("<zz>", 7)]))
+    w("valid_added_flags.json", stories_with(added_tokens=added + [
+        added_token("<l>", 512, lstrip=True), added_token("<r>", 513, rstrip=True),
+        added_token("word", 514, special=False, single_word=True), added_token("\u2581the", 515, special=False),
+        added_token("a", 516, special=False)]))
+    w("valid_template_processing.json", stories_with(post_processor={
+        "type": "TemplateProcessing", "single": "<s> $A </s>", "pair": "<s> $A </s> $B:1 </s>:1",
+        "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]},
+                           "</s>": {"id": "</s>", "ids": [2], "tokens": ["</s>"]}}}))
+    # Broken.
+    w("bad_added_negative_id.json", stories_with(added_tokens=added + [added_token("<zz>", -1)]))
+    w("bad_added_float_id.json", stories_with(added_tokens=added + [added_token("<zz>", 600.0)]))
+    no_id = added_token("<zz>", 0)
+    del no_id["id"]
+    w("bad_added_no_id.json", stories_with(added_tokens=added + [no_id]))
+    w("bad_template_negative_id.json", stories_with(post_processor={
+        "type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                                                 {"Sequence": {"id": "A", "type_id": 0}}],
+        "special_tokens": {"<s>": {"id": "<s>", "ids": [-1], "tokens": ["<s>"]}}}))
+    bad_vocab = stories_with()
+    bad_vocab["model"]["vocab"]["far"] = 1 << 40
+    w("bad_vocab_id_huge.json", bad_vocab)
+    w("bad_model_unigram.json", stories_with(model={"type": "Unigram", "vocab": [["a", 0.0]]}))
+    w("bad_not_object.json", "[]")
+    w("bad_truncated.json", compact(stories)[:300])
+
+
 if __name__ == "__main__":
     make_safetensors()
     make_manifest()
+    make_tokenizer()

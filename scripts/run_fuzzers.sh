@@ -32,6 +32,7 @@ cmake -S "$repo" -B "$build_dir" -DLAYERWISE_FUZZ=ON -DLAYERWISE_TESTS=OFF >/dev
 echo "== build"
 cmake --build "$build_dir" --target fuzz_safetensors_header fuzz_manifest -j"$jobs"
 cmake --build "$build_dir" --target fuzz_gguf -j"$jobs"
+cmake --build "$build_dir" --target fuzz_tokenizer_json -j"$jobs"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/layerwise-fuzz.XXXXXX")"
 artifacts="${FUZZ_ARTIFACTS:-$work/artifacts}"
@@ -70,6 +71,7 @@ run_target() {
 run_target fuzz_safetensors_header "$repo/fuzz/corpus/safetensors" "$repo/fuzz/safetensors.dict"
 run_target fuzz_manifest "$repo/fuzz/corpus/manifest" "$repo/fuzz/manifest.dict"
 run_target fuzz_gguf "$repo/fuzz/corpus/gguf" "$repo/tests/fixtures/gguf/fuzz_gguf.dict"
+run_target fuzz_tokenizer_json "$repo/fuzz/corpus/tokenizer" "$repo/fuzz/tokenizer_json.dict"
 
 if [ "${#failed[@]}" -ne 0 ]; then
   echo "run_fuzzers: findings in: ${failed[*]} (logs and reproducers kept in $work)" >&2

@@ -161,6 +161,8 @@ int run_generate(const GenerateArgs& args) {
   const double start = now_seconds();
   Engine engine(args.run.model, engine_options(args.run));
   const int vocab = engine.config().vocab_size;
+  // Before the prompts: an id the tokenizer gives but the model lacks is the tokenizer's fault.
+  if (tokenizer) tokenizer->check_fits_model(vocab);
   for (size_t p = 0; p < prompts.size(); p++) {
     const std::string& file = args.prompts_file.empty() ? args.batch_file : args.prompts_file;
     const std::string which = file.empty() ? "the prompt" : file + ":" + std::to_string(p + 1) + ": the prompt";
@@ -182,6 +184,7 @@ int run_chat(const ChatArgs& args) {
   const Tokenizer tokenizer = load_tokenizer(args.run.model);
   const double start = now_seconds();
   Engine engine(args.run.model, engine_options(args.run));
+  tokenizer.check_fits_model(engine.config().vocab_size);
   const double load_seconds = now_seconds() - start;
   GenerateOptions options = generate_options(args.max_new_tokens, false, args.temperature, args.top_k, args.top_p,
                                              args.repeat_penalty, args.seed);

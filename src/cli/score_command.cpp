@@ -226,6 +226,7 @@ int run_score(const ScoreArgs& args) {
   std::vector<InputLine> lines = read_rows(args.input, args.run.model, tokenizer);
   const double start = now_seconds();
   Engine engine(args.run.model, engine_options(args.run));
+  if (tokenizer) tokenizer->check_fits_model(engine.config().vocab_size);  // the tokenizer's fault, not a row's
   // A line that cannot be scored is reported in its place; every other line is scored.
   std::vector<ScoreRow> rows;
   std::vector<size_t> line_of_row;
@@ -286,6 +287,7 @@ int run_perplexity(const PerplexityArgs& args) {
   const auto encoded = tokenizer.encode(text, true, false);
   const std::vector<int> ids(encoded.begin(), encoded.end());
   Engine engine(args.run.model, engine_options(args.run));
+  tokenizer.check_fits_model(engine.config().vocab_size);
   const int context = args.context > 0 ? args.context : static_cast<int>(std::min<int64_t>(context_limit(engine.config()), 4096));
   check_context(engine.config(), context, args.run.allow_long_context, "windows of --context " + std::to_string(context) + " tokens");
   const int stride = args.stride > 0 ? args.stride : std::max(1, context / 2);

@@ -94,12 +94,9 @@ BpeModel::BpeModel(const nlohmann::json& model, const std::string& source) : cac
     vocab_[token] = static_cast<int32_t>(value);
     max_id = std::max(max_id, value);
   }
-  vocab_r_.assign(static_cast<size_t>(max_id + 1), std::string());
-  has_id_.assign(static_cast<size_t>(max_id + 1), 0);
-  for (auto& [token, id] : vocab_) {
-    vocab_r_[static_cast<size_t>(id)] = token;
-    has_id_[static_cast<size_t>(id)] = 1;
-  }
+  max_id_ = static_cast<int32_t>(max_id);
+  vocab_r_.reserve(vocab_.size());
+  for (auto& [token, id] : vocab_) vocab_r_[id] = token;
 
   if (auto* s = optional_string(model, "unk_token", source)) unk_token_ = *s;
   if (auto* s = optional_string(model, "continuing_subword_prefix", source)) prefix_ = *s;

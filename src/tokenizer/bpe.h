@@ -72,18 +72,21 @@ class BpeModel {
     return it->second;
   }
   const std::string* id_to_token(int32_t id) const {
-    if (id < 0 || static_cast<size_t>(id) >= vocab_r_.size() || !has_id_[static_cast<size_t>(id)]) return nullptr;
-    return &vocab_r_[static_cast<size_t>(id)];
+    auto it = vocab_r_.find(id);
+    return it == vocab_r_.end() ? nullptr : &it->second;
   }
-  int32_t max_id() const { return static_cast<int32_t>(vocab_r_.size()) - 1; }
+  int32_t max_id() const { return max_id_; }
+  // The number of vocab entries, as the Rust library's get_vocab_size (not max_id() + 1: ids may
+  // have gaps or repeat); added tokens are numbered from it.
+  int32_t size() const { return static_cast<int32_t>(vocab_.size()); }
 
  private:
   void merge_word(std::string_view word, std::vector<int32_t>& out) const;
   int32_t char_id(std::string_view ch, bool first, bool last, std::string& scratch) const;
 
   StringMap vocab_;
-  std::vector<std::string> vocab_r_;
-  std::vector<uint8_t> has_id_;
+  std::unordered_map<int32_t, std::string> vocab_r_;  // a map: one huge id must not cost memory
+  int32_t max_id_ = -1;
   MergeMap merges_;
   std::vector<int32_t> single_char_;  // id of the one-character token for code points < 0x10000, -1 if none
   int32_t byte_ids_[256];             // id of "<0xXX>", -1 if none

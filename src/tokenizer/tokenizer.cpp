@@ -26,6 +26,7 @@ struct AddedToken {
   std::string content;
   std::string normalized_content;  // what id -> token gives (the Rust library: the normalized form)
   int32_t id = -1;
+  int64_t file_id = -1;  // the "id" the file gives; `id` may differ (see load_added_tokens)
   bool special = false, lstrip = false, rstrip = false, single_word = false, normalized = true;
 };
 
@@ -98,6 +99,12 @@ bool starts_with_word(std::string_view s) {
   if (s.empty()) return false;
   size_t len;
   return is_rust_word(decode_utf8(s, 0, len));
+}
+
+// A whole number from 0 to `max` (a JSON integer, whether parsed or built as signed).
+bool is_id_up_to(const json& value, uint64_t max) {
+  if (value.is_number_unsigned()) return value.get<uint64_t>() <= max;
+  return value.is_number_integer() && value.get<int64_t>() >= 0 && static_cast<uint64_t>(value.get<int64_t>()) <= max;
 }
 
 json parse_json_file(const std::string& path) {
@@ -206,16 +213,22 @@ void Tokenizer::Impl::load_added_tokens(const json& list) {
   if (list.is_null()) return;
   if (!list.is_array()) fail(source, "\"added_tokens\" must be an array");
   // As AddedVocabulary::add_tokens: an id is the model's id for the content, else the next one
-  // after the model vocabulary and the tokens added so far.
-  int32_t model_size = 0;
-  for (int32_t id = 0; id <= model->max_id(); ++id)
-    if (model->id_to_token(id)) ++model_size;
+  // after the model vocabulary and the tokens added so far. The file's "id" is checked (the Rust
+  // library refuses one that is not a u32) but not used: it only warns when it differs.
+  const int32_t model_size = model->size();
   std::vector<AddedToken> specials, normals;
   for (auto& t : list) {
     if (!t.is_object() || !t.contains("content") || !t["content"].is_string())
       fail(source, "added token without a \"content\" string: " + t.dump());
     AddedToken token;
     token.content = t["content"].get<std::string>();
+    auto file_id = t.find("id");
+    if (file_id == t.end())
+      fail(source, "added token \"" + token.content + "\" has no \"id\"");
+    if (!is_id_up_to(*file_id, UINT32_MAX))
+      fail(source, "added token \"" + token.content + "\" has the id " + file_id->dump() +
+                       ": ids are whole numbers from 0 to 4294967295");
+    token.file_id = file_id->get<int64_t>();
     auto flag = [&](const char* key, bool fallback) {
       auto it = t.find(key);
       return it != t.end() && it->is_boolean() ? it->get<bool>() : fallback;
@@ -269,13 +282,19 @@ void Tokenizer::Impl::load_post_processor(const json& j) {
   if (!j.is_object() || !j.contains("type") || !j["type"].is_string())
     fail(source, "post_processor has no \"type\"");
   std::string type = j["type"].get<std::string>();
+  // The Rust library reads these ids as u32; ours are int32.
+  auto token_id = [&](const json& id, const std::string& where) {
+    if (!is_id_up_to(id, INT32_MAX))
+      fail(source, type + " " + where + " has the id " + id.dump() + ": ids are whole numbers from 0 to 2147483647");
+    return id.get<int32_t>();
+  };
   auto special_ids = [&](const std::string& name) -> std::vector<int32_t> {
     auto it = j.find("special_tokens");
     if (it != j.end() && it->is_object()) {
       auto t = it->find(name);
-      if (t != it->end() && t->contains("ids") && (*t)["ids"].is_array()) {
+      if (t != it->end() && t->is_object() && t->contains("ids") && (*t)["ids"].is_array()) {
         std::vector<int32_t> ids;
-        for (auto& id : (*t)["ids"]) ids.push_back(id.get<int32_t>());
+        for (auto& id : (*t)["ids"]) ids.push_back(token_id(id, "special token \"" + name + "\""));
         return ids;
       }
     }
@@ -307,8 +326,9 @@ void Tokenizer::Impl::load_post_processor(const json& j) {
       for (auto& piece : *single) {
         if (piece.contains("Sequence")) {
           seen_a = true;
-        } else if (piece.contains("SpecialToken")) {
-          add_special(piece["SpecialToken"].value("id", std::string()));
+        } else if (piece.contains("SpecialToken") && piece["SpecialToken"].is_object() &&
+                   piece["SpecialToken"].contains("id") && piece["SpecialToken"]["id"].is_string()) {
+          add_special(piece["SpecialToken"]["id"].get<std::string>());
         } else {
           fail(source, "TemplateProcessing piece " + piece.dump() + " is neither Sequence nor SpecialToken");
         }
@@ -324,7 +344,7 @@ void Tokenizer::Impl::load_post_processor(const json& j) {
     auto id_of = [&](const char* key) {
       auto it = j.find(key);
       if (it == j.end() || !it->is_array() || it->size() != 2) fail(source, type + " has no \"" + key + "\" pair");
-      return (*it)[1].get<int32_t>();
+      return token_id((*it)[1], std::string("\"") + key + "\"");
     };
     prefix_ids.insert(prefix_ids.begin(), id_of("cls"));
     suffix_ids.push_back(id_of("sep"));
@@ -555,6 +575,27 @@ std::string Tokenizer::piece(int32_t id) const {
 
 std::optional<int32_t> Tokenizer::token_to_id(std::string_view piece) const { return impl_->token_to_id(piece); }
 int32_t Tokenizer::vocab_size() const { return impl_->vocab_size; }
+
+void Tokenizer::check_fits_model(int32_t model_vocab_size) const {
+  const Impl& m = *impl_;
+  const std::string outside = " is outside the model's vocabulary of " + std::to_string(model_vocab_size) +
+                              " tokens (ids 0.." + std::to_string(model_vocab_size - 1) + ")";
+  for (const AddedToken& token : m.added) {
+    if (token.id < model_vocab_size) continue;
+    std::string numbering = "id " + std::to_string(token.id);
+    if (token.file_id != token.id)
+      numbering += "; the file says " + std::to_string(token.file_id) +
+                   ", but as in Hugging Face tokenizers an added token not in the model vocabulary is numbered "
+                   "after it";
+    fail(m.source, "added token \"" + token.content + "\" (" + numbering + ")" + outside);
+  }
+  if (m.model->max_id() >= model_vocab_size)
+    fail(m.source, "vocab token \"" + *m.model->id_to_token(m.model->max_id()) + "\" (id " +
+                       std::to_string(m.model->max_id()) + ")" + outside);
+  for (const auto* ids : {&m.prefix_ids, &m.suffix_ids})
+    for (int32_t id : *ids)
+      if (id >= model_vocab_size) fail(m.source, "post_processor adds the id " + std::to_string(id) + outside);
+}
 std::optional<int32_t> Tokenizer::bos_id() const { return impl_->bos; }
 std::optional<int32_t> Tokenizer::eos_id() const { return impl_->eos; }
 const TokenizerConfig& Tokenizer::config() const { return impl_->config; }

@@ -48,6 +48,10 @@ class Tokenizer {
   std::string piece(int32_t id) const;
   std::optional<int32_t> token_to_id(std::string_view piece) const;
   int32_t vocab_size() const;  // including added tokens
+  // For a model run: throws lw::Error naming the tokenizer's file, the token and its id when an
+  // id this tokenizer can produce (vocabulary, added tokens, post-processor) has no row in the
+  // model's embedding of `model_vocab_size` rows.
+  void check_fits_model(int32_t model_vocab_size) const;
   std::optional<int32_t> bos_id() const;
   std::optional<int32_t> eos_id() const;
   const TokenizerConfig& config() const;

@@ -270,6 +270,84 @@ TEST(TokenizerErrors, InvalidUtf8AndUnknownIds) {
   EXPECT_EQ(stream.push(tok.encode("x", false).back()), "x");  // the bad id was not kept
 }
 
+// ---- added-token ids (checked against tokenizers 0.23.3) ----
+
+json added_token(const std::string& content, json id) {
+  return {{"id", std::move(id)}, {"content", content}, {"single_word", false}, {"lstrip", false},
+          {"rstrip", false},     {"normalized", false}, {"special", true}};
+}
+
+Tokenizer stories_with(std::initializer_list<json> extra) {
+  json t = stories_json();
+  for (const json& token : extra) t["added_tokens"].push_back(token);
+  return Tokenizer::from_json(t, nullptr, "dir/tokenizer.json");
+}
+
+TEST(TokenizerAddedIds, NumberedAfterTheModelVocabularyWhateverTheFileSays) {
+  // The Rust library ignores the file's id (it only warns): a token not in the model vocabulary
+  // gets the next id after it (512 here), gaps and repeats in the file's ids included.
+  for (int64_t file_id : {int64_t{100000}, int64_t{600}, int64_t{512}, int64_t{5}, int64_t{4294967295}}) {
+    Tokenizer tok = stories_with({added_token("<zz>", file_id)});
+    EXPECT_EQ(tok.encode("<zz> a", true, true), (std::vector<int32_t>{1, 512, 410, 261})) << file_id;
+    EXPECT_EQ(tok.token_to_id("<zz>"), 512) << file_id;
+    EXPECT_EQ(tok.decode({512, 261}), "<zz> a") << file_id;
+    EXPECT_EQ(tok.vocab_size(), 513) << file_id;
+    EXPECT_ERROR_MENTIONS(tok.decode({100000}), "100000");
+  }
+  Tokenizer two = stories_with({added_token("<zz>", 600), added_token("<yy>", 600)});
+  EXPECT_EQ(two.token_to_id("<zz>"), 512);
+  EXPECT_EQ(two.token_to_id("<yy>"), 513);
+  Tokenizer again = stories_with({added_token("<zz>", 100000), added_token("<zz>", 7)});
+  EXPECT_EQ(again.token_to_id("<zz>"), 512);
+  EXPECT_EQ(again.vocab_size(), 513);
+}
+
+TEST(TokenizerAddedIds, CountFromTheNumberOfVocabEntries) {
+  // As BPE::get_vocab_size: entries, so a vocab with a repeated id puts the added token at 513.
+  json t = stories_json();
+  t["model"]["vocab"]["zzdup"] = 5;
+  t["added_tokens"].push_back(added_token("<zz>", 512));
+  Tokenizer tok = Tokenizer::from_json(t, nullptr, "x.json");
+  EXPECT_EQ(tok.token_to_id("<zz>"), 513);
+  // And a vocab id far past the others costs no memory and numbers nothing.
+  t = stories_json();
+  t["model"]["vocab"]["far"] = 200000000;
+  t["added_tokens"].push_back(added_token("<zz>", 512));
+  tok = Tokenizer::from_json(t, nullptr, "x.json");
+  EXPECT_EQ(tok.token_to_id("<zz>"), 513);
+  EXPECT_EQ(tok.piece(200000000), "far");
+}
+
+TEST(TokenizerAddedIds, IdsThatAreNotU32AreRefused) {
+  // The Rust library refuses these while deserializing ("expected u32", "missing field `id`").
+  for (const json& bad : {json(-1), json(600.0), json("7"), json(nullptr), json(4294967296)})
+    EXPECT_ERROR_MENTIONS(stories_with({added_token("<zz>", bad)}), "dir/tokenizer.json", "\"<zz>\"",
+                          bad.dump().c_str(), "0 to 4294967295");
+  json no_id = added_token("<zz>", 0);
+  no_id.erase("id");
+  EXPECT_ERROR_MENTIONS(stories_with({no_id}), "dir/tokenizer.json", "\"<zz>\"", "no \"id\"");
+  json t = stories_json();
+  t["post_processor"] = {{"type", "TemplateProcessing"},
+                         {"single", "<s> $A"},
+                         {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {-1}}, {"tokens", {"<s>"}}}}}}};
+  EXPECT_ERROR_MENTIONS(Tokenizer::from_json(t, nullptr, "x.json"), "x.json", "TemplateProcessing", "<s>", "-1");
+  t["post_processor"] = {{"type", "RobertaProcessing"}, {"sep", {"</s>", "2"}}, {"cls", {"<s>", 0}}};
+  EXPECT_ERROR_MENTIONS(Tokenizer::from_json(t, nullptr, "x.json"), "x.json", "RobertaProcessing", "sep", "\"2\"");
+}
+
+TEST(TokenizerAddedIds, CheckFitsModelNamesTheFileTheTokenAndBothIds) {
+  Tokenizer tok = stories_with({added_token("<zz>", 100000)});
+  EXPECT_ERROR_MENTIONS(tok.check_fits_model(512), "dir/tokenizer.json", "added token \"<zz>\" (id 512; the file says 100000",
+                        "outside the model's vocabulary of 512 tokens (ids 0..511)");
+  EXPECT_NO_THROW(tok.check_fits_model(513));
+  EXPECT_NO_THROW(stories().check_fits_model(512));
+  EXPECT_ERROR_MENTIONS(stories().check_fits_model(511), "tokenizer.json", "vocab token \"\xe2\x80\x8a\" (id 511)",
+                        "vocabulary of 511 tokens");
+  // An added token whose file id is its id is named without the note.
+  std::string message = error_of([] { stories_with({added_token("<zz>", 512)}).check_fits_model(300); });
+  EXPECT_NE(message.find("added token \"<zz>\" (id 512) is outside"), std::string::npos) << message;
+}
+
 // ---- regex dialect and concurrency ----
 
 TEST(TokenizerRegex, OnigurumaClassesInPcre2) {
