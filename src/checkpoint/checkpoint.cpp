@@ -177,6 +177,8 @@ void open_split(Checkpoint& checkpoint, const fs::path& dir) {
       fail(unit_path, "is " + std::to_string(info.st_size) + " bytes but the manifest says " + std::to_string(listed.bytes) +
                           " (modified or incomplete; check with layerwise split --verify)");
     int file_index = index.add_file(unit_path);
+    checkpoint.file_xxh3.resize(checkpoint.files.size());
+    checkpoint.file_xxh3[static_cast<size_t>(file_index)] = listed.xxh3;
     UnitSource unit{recipes[u], {}};
     for (const auto& tensor : recipes[u].tensors) unit.tensors.push_back(index.locate(file_index, tensor.name, tensor));
     checkpoint.units.push_back(std::move(unit));

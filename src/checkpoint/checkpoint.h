@@ -59,6 +59,9 @@ struct Checkpoint {
   nlohmann::json raw_generation_config;  // null when absent
   ModelConfig config;
   std::vector<std::string> files;  // every file tensors are read from
+  // Parallel to files: the XXH3-64 of the whole file that a split's manifest records (checked
+  // when the streamer first reads the file); nullopt for other checkpoints, which carry none.
+  std::vector<std::optional<uint64_t>> file_xxh3;
   std::vector<UnitSource> units;   // embed, layer.0 .., head (the recipe order)
   std::string split_dtype;         // for split directories: the manifest's dtype
 

@@ -134,7 +134,7 @@ void Engine::begin(const RunShape& shape) {
   set_sequences(std::vector<SequenceSpan>(static_cast<size_t>(shape.sequences), SequenceSpan{0, shape.context_tokens, -1}));
   rope_length_ = 0;  // each run starts from the trained context, like a freshly loaded model
   inverse_frequencies_.clear();
-  streamer_ = std::make_unique<Streamer>(checkpoint_, plan_, options_.prefetch);
+  streamer_ = std::make_unique<Streamer>(checkpoint_, plan_, options_.prefetch, &verified_files_);
   io_description_ = streamer_->io_description();
 }
 

@@ -144,6 +144,9 @@ class Engine {
   std::vector<SweepRecord> sweep_log_;
   std::vector<double> compute_seconds_per_unit_;
   std::string io_description_ = "nothing read yet";
+  // Per file of the checkpoint: its manifest checksum has been checked (once per engine: later
+  // sweeps rely on the size and modification-time checks of every read).
+  std::vector<bool> verified_files_;
 };
 
 }  // namespace lw
