@@ -8,6 +8,8 @@
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/split.h"
+#include "common/error.h"
+#include "gguf/gguf.h"
 #include "runtime/engine.h"
 #include "runtime/generate.h"
 #include "helpers.h"
@@ -185,6 +187,33 @@ std::vector<HostileCase> hostile_files() {
   }
   cases.push_back({"an architecture we do not run", architecture, "architecture 'gemma' is not supported"});
   return cases;
+}
+
+TEST(Gguf, NanWeightsStopTheRunNamingTheFileAndLayer) {
+  // GGUF files carry no checksum: non-finite weights are caught by what they produce.
+  std::string bytes = read_bytes(model_path("mha-f32.gguf"));
+  const GgufTensorInfo* tensor = nullptr;
+  const GgufFile file = GgufFile::open(model_path("mha-f32.gguf"));
+  for (const auto& info : file.tensors())
+    if (info.name == "blk.1.ffn_down.weight") tensor = &info;
+  ASSERT_TRUE(tensor);
+  ASSERT_EQ(tensor->type_name(), "F32");
+  const float nan = NAN;
+  for (uint64_t i = 0; i < 16; i++) std::memcpy(bytes.data() + tensor->file_offset + 4 * i, &nan, 4);
+  test::TempDir dir;
+  const std::string path = dir / "model.gguf";
+  test::write_file(path, bytes);
+  Engine engine(path, roomy());
+  GenerateOptions options;
+  options.max_new_tokens = 4;
+  int tokens = 0;
+  try {
+    generate(engine, {{1, 2, 3}}, options, [&](int, int) { tokens++; });
+    ADD_FAILURE() << "no error";
+  } catch (const Error& error) {
+    EXPECT_EQ(std::string(error.what()).rfind(path + ": layer 1 (blk.1.*) gives NaN or infinite hidden states", 0), 0u) << error.what();
+  }
+  EXPECT_EQ(tokens, 0);
 }
 
 TEST(Gguf, HostileFilesGetAClearMessageAndNothingHalfWritten) {
