@@ -64,6 +64,8 @@ struct Checkpoint {
   std::vector<std::optional<uint64_t>> file_xxh3;
   std::vector<UnitSource> units;   // embed, layer.0 .., head (the recipe order)
   std::string split_dtype;         // for split directories: the manifest's dtype
+  // Tensors present but unused (printed on stderr by open() as well).
+  std::vector<std::string> warnings;
 
   // Throws lw::Error naming the offending file.
   static Checkpoint open(const std::string& path);
