@@ -256,6 +256,15 @@ TEST(Streaming, ASplitUnitThatChangedSinceSplitStopsTheRunNamingIt) {
       expect_error([&] { generate(engine, {{1}}, options); },
                    {layer + ": checksum mismatch (manifest " + format_xxh3(layer_sum) + ", read ", "the file changed since split"});
     }
+  // The opt-out hashes nothing; these values overflow, so the non-finite check still stops it.
+  setenv("LAYERWISE_NO_CHECKSUMS", "1", 1);
+  {
+    Engine engine(split, budgeted(1ull << 30, IoMode::Cached));
+    expect_error([&] { generate(engine, {{1}}, options); }, {layer + ": layer 2 (model.layers.2.*) gives NaN or infinite hidden states"});
+    EXPECT_EQ(engine.stats().stream.bytes_verified, 0u);
+  }
+  unsetenv("LAYERWISE_NO_CHECKSUMS");
+
   const std::string other_split = dir / "other", embed = other_split + "/embed.safetensors";
   split_checkpoint({test::stories_path(), other_split, std::nullopt, true});
   const uint64_t embed_sum = manifest_xxh3(other_split, "embed.safetensors");

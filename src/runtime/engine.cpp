@@ -1,6 +1,7 @@
 #include "runtime/engine.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "common/error.h"
@@ -8,10 +9,9 @@
 #include "io/read_pipeline.h"
 
 namespace lw {
-namespace {
 
-// True when no value is NaN or infinite (exponent bits all ones). On the bits, so that the loop
-// vectorises without -ffast-math (which would fold std::isfinite to true).
+// On the bits (exponent all ones: NaN or infinity), so that the loop vectorises; std::isfinite
+// does not, and under -ffast-math would fold to true.
 bool all_finite(const float* values, size_t count) {
   uint32_t seen = 0;
   for (size_t i = 0; i < count; i++) {
@@ -21,6 +21,8 @@ bool all_finite(const float* values, size_t count) {
   }
   return (seen & 0x80000000u) == 0;
 }
+
+namespace {
 
 // The files a unit's tensors are in, for messages: "a.safetensors" or "a, b".
 std::string files_of(const Checkpoint& checkpoint, const UnitSource& unit) {
@@ -173,7 +175,10 @@ void Engine::begin(const RunShape& shape) {
   set_sequences(std::vector<SequenceSpan>(static_cast<size_t>(shape.sequences), SequenceSpan{0, shape.context_tokens, -1}));
   rope_length_ = 0;  // each run starts from the trained context, like a freshly loaded model
   inverse_frequencies_.clear();
-  streamer_ = std::make_unique<Streamer>(checkpoint_, plan_, options_.prefetch, &verified_files_);
+  // LAYERWISE_NO_CHECKSUMS skips the first-read hashing (a 7B split's first sweep takes
+  // seconds longer on a slow core); the size and modification-time checks stay.
+  streamer_ = std::make_unique<Streamer>(checkpoint_, plan_, options_.prefetch,
+                                         std::getenv("LAYERWISE_NO_CHECKSUMS") ? nullptr : &verified_files_);
   io_description_ = streamer_->io_description();
 }
 

@@ -15,6 +15,10 @@
 
 namespace lw {
 
+// True when no value is NaN or infinite. The engine checks the embedding rows, each layer's
+// output and the logits of every sweep with it.
+bool all_finite(const float* values, size_t count);
+
 struct EngineOptions {
   uint64_t max_memory = 0;  // 0: a default from the machine's free memory
   int threads = 0;          // 0: all cores
