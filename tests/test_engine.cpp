@@ -3,9 +3,13 @@
 // llama2.c's greedy output for the real stories260K model.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "checkpoint/split.h"
+#include "common/error.h"
+#include "format/safetensors.h"
 #include "runtime/engine.h"
 #include "runtime/generate.h"
 #include "helpers.h"
@@ -175,6 +179,83 @@ void expect_stories_greedy(Engine& engine) {
     EXPECT_EQ(generate(engine, {entry["prompt_ids"].get<std::vector<int>>()}, options)[0], expected)
         << "prompt \"" << entry["prompt"].get<std::string>() << "\"";
   }
+}
+
+// Sets `count` float32 values of tensor `name` in a safetensors file, from element `first` on.
+void poison_tensor(const std::string& path, const std::string& name, uint64_t first, int count, float value) {
+  const SafetensorsFile file = open_safetensors(path);
+  const SafetensorsTensor* tensor = file.header.find(name);
+  ASSERT_TRUE(tensor) << name;
+  ASSERT_EQ(tensor->dtype_name, "F32");
+  ASSERT_LE(first + static_cast<uint64_t>(count), tensor->elements());
+  std::string bytes = test::read_file(path);
+  for (int i = 0; i < count; i++)
+    std::memcpy(bytes.data() + file.data_offset + tensor->begin + 4 * (first + static_cast<uint64_t>(i)), &value, 4);
+  test::write_file(path, bytes);
+}
+
+struct Stopped {
+  std::string message;
+  std::vector<int> tokens;  // handed out before the error
+};
+
+Stopped generate_until_error(const std::string& model, const std::vector<int>& prompt, int max_new_tokens) {
+  Engine engine(model, roomy());
+  GenerateOptions options;
+  options.stop_at_eos = false;
+  options.max_new_tokens = max_new_tokens;
+  Stopped stopped;
+  try {
+    generate(engine, {prompt}, options, [&](int, int token) { stopped.tokens.push_back(token); });
+    ADD_FAILURE() << "no error";
+  } catch (const Error& error) {
+    stopped.message = error.what();
+  }
+  return stopped;
+}
+
+TEST(NonFinite, WeightsThatAreNanOrInfiniteStopTheRunNamingTheLayerAndFile) {
+  for (float bad : {NAN, INFINITY}) {
+    SCOPED_TRACE(bad);
+    test::TempDir dir;
+    const std::string model = dir / "model", file = model + "/model.safetensors";
+    test::copy_dir(test::stories_path(), model);
+    poison_tensor(file, "model.layers.2.mlp.down_proj.weight", 1000, 64, bad);
+    const Stopped stopped = generate_until_error(model, {1}, 8);
+    EXPECT_EQ(stopped.message.rfind(file + ": layer 2 (model.layers.2.*) gives NaN or infinite hidden states", 0), 0u) << stopped.message;
+    EXPECT_TRUE(stopped.tokens.empty()) << "a token was sampled from non-finite logits";
+  }
+}
+
+TEST(NonFinite, ANanHeadRowStopsTheRunBeforeAnyToken) {
+  // stories260K ties its head to the embedding: a NaN row gives a NaN logit at every step.
+  test::TempDir dir;
+  const std::string model = dir / "model", file = model + "/model.safetensors";
+  test::copy_dir(test::stories_path(), model);
+  poison_tensor(file, "model.embed_tokens.weight", 261 * 64, 1, NAN);
+  const Stopped stopped = generate_until_error(model, {1}, 8);
+  EXPECT_EQ(stopped.message.rfind(file + ": the output head (final norm and lm_head) gives NaN or infinite logits", 0), 0u)
+      << stopped.message;
+  EXPECT_TRUE(stopped.tokens.empty());
+}
+
+TEST(NonFinite, ABadEmbeddingRowMetLaterStopsAtThatStepAndSaysSo) {
+  // mha-f32 (untied head): the third greedy token's embedding row is NaN, so the first three
+  // tokens are sound and the sweep that feeds the third back stops.
+  const auto& golden = goldens()["mha-f32"];
+  const std::vector<int> prompt = test::golden_prompts(golden)[0];
+  const std::vector<int> greedy = golden["greedy"][0].get<std::vector<int>>();
+  const int third = greedy[2];
+  ASSERT_EQ(std::count(prompt.begin(), prompt.end(), third) + std::count(greedy.begin(), greedy.begin() + 2, third), 0);
+  test::TempDir dir;
+  const std::string model = dir / "model", file = model + "/model.safetensors";
+  test::copy_dir(test::fixture("mha-f32"), model);
+  const auto hidden = static_cast<uint64_t>(test::load_json(model + "/config.json")["hidden_size"].get<int>());
+  poison_tensor(file, "model.embed_tokens.weight", static_cast<uint64_t>(third) * hidden, 1, NAN);
+  const Stopped stopped = generate_until_error(model, prompt, 8);
+  EXPECT_EQ(stopped.tokens, std::vector<int>(greedy.begin(), greedy.begin() + 3));
+  EXPECT_EQ(stopped.message.rfind(file + ": the embedding rows of this sweep's tokens are NaN or infinite", 0), 0u) << stopped.message;
+  EXPECT_NE(stopped.message.find("(while computing new token 4; the 3 before it are sound)"), std::string::npos) << stopped.message;
 }
 
 TEST(Stories260K, MatchesLlama2cFromTheCheckpoint) {

@@ -8,6 +8,8 @@
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/split.h"
+#include "common/error.h"
+#include "gguf/gguf.h"
 #include "runtime/engine.h"
 #include "runtime/generate.h"
 #include "helpers.h"
@@ -191,6 +193,62 @@ std::vector<HostileCase> hostile_files() {
     cases.push_back({"rope.freq_base not finite", rope, std::isnan(value) ? "nan, not a finite number" : "is inf, not a finite number"});
   }
   return cases;
+}
+
+TEST(Gguf, NanWeightsStopTheRunNamingTheFileAndLayer) {
+  // GGUF files carry no checksum: non-finite weights are caught by what they produce.
+  std::string bytes = read_bytes(model_path("mha-f32.gguf"));
+  const GgufTensorInfo* tensor = nullptr;
+  const GgufFile file = GgufFile::open(model_path("mha-f32.gguf"));
+  for (const auto& info : file.tensors())
+    if (info.name == "blk.1.ffn_down.weight") tensor = &info;
+  ASSERT_TRUE(tensor);
+  ASSERT_EQ(tensor->type_name(), "F32");
+  const float nan = NAN;
+  for (uint64_t i = 0; i < 16; i++) std::memcpy(bytes.data() + tensor->file_offset + 4 * i, &nan, 4);
+  test::TempDir dir;
+  const std::string path = dir / "model.gguf";
+  test::write_file(path, bytes);
+  Engine engine(path, roomy());
+  GenerateOptions options;
+  options.max_new_tokens = 4;
+  int tokens = 0;
+  try {
+    generate(engine, {{1, 2, 3}}, options, [&](int, int) { tokens++; });
+    ADD_FAILURE() << "no error";
+  } catch (const Error& error) {
+    EXPECT_EQ(std::string(error.what()).rfind(path + ": layer 1 (blk.1.*) gives NaN or infinite hidden states", 0), 0u) << error.what();
+  }
+  EXPECT_EQ(tokens, 0);
+}
+
+TEST(Gguf, BlockCountBelowTheFilesLayersIsAnErrorNamingThem) {
+  std::string bytes = read_bytes(model_path("mha-f32.gguf"));
+  const GgufFile original = GgufFile::open(model_path("mha-f32.gguf"));
+  const uint64_t layers = original.get_uint("llama.block_count");
+  ASSERT_GE(layers, 2u);
+  int tensors_past_first = 0;
+  for (const auto& info : original.tensors()) tensors_past_first += info.name.rfind("blk.0.", 0) != 0 && info.name.rfind("blk.", 0) == 0;
+  // key | u32 value type (4 = uint32) | value
+  const size_t at = after_gguf_string(bytes, "llama.block_count");
+  uint32_t type = 0;
+  std::memcpy(&type, bytes.data() + at, 4);
+  ASSERT_EQ(type, 4u);
+  const uint32_t one = 1;
+  std::memcpy(bytes.data() + at + 4, &one, 4);
+  test::TempDir dir;
+  const std::string path = dir / "model.gguf";
+  test::write_file(path, bytes);
+  std::string layer_list;
+  for (uint64_t layer = 1; layer < layers; layer++) layer_list += (layer > 1 ? " blk." : "blk.") + std::to_string(layer) + ".*";
+  const std::string expected = path + ": " + std::to_string(tensors_past_first) + " tensors the configuration does not use: " +
+                               layer_list + " (its metadata says llama.block_count 1;";
+  try {
+    Checkpoint::open(path);
+    ADD_FAILURE() << "a file with " << layers << " blocks opened as 1";
+  } catch (const Error& error) {
+    EXPECT_EQ(std::string(error.what()).rfind(expected, 0), 0u) << error.what();
+  }
 }
 
 TEST(Gguf, HostileFilesGetAClearMessageAndNothingHalfWritten) {

@@ -5,9 +5,11 @@
 #include <tuple>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "backend/backend.h"
+#include "checkpoint/checkpoint.h"
 #include "common/error.h"
 #include "model/config.h"
 #include "plan/plan.h"
@@ -73,6 +75,57 @@ TEST(Config, RejectsWhatItCannotRun) {
   config = base_config();
   config["hidden_size"] = "32";
   EXPECT_NE(config_error(config).find("positive integer"), std::string::npos);
+}
+
+// A copy of stories260K (5 layers, tied head) with its config changed and extra tensors of one
+// float each appended to model.safetensors.
+std::string stories_copy(const test::TempDir& dir, int layers, const std::vector<std::string>& extra_tensors) {
+  const std::string model = dir / "model";
+  test::copy_dir(test::stories_path(), model);
+  nlohmann::json config = test::load_json(model + "/config.json");
+  config["num_hidden_layers"] = layers;
+  test::write_file(model + "/config.json", config.dump(2));
+  if (extra_tensors.empty()) return model;
+  const std::string bytes = test::read_file(model + "/model.safetensors");
+  uint64_t header_bytes = 0;
+  std::memcpy(&header_bytes, bytes.data(), 8);
+  nlohmann::json header = nlohmann::json::parse(bytes.substr(8, header_bytes));
+  std::string data = bytes.substr(8 + header_bytes);
+  for (const auto& name : extra_tensors) {
+    header[name] = {{"dtype", "F32"}, {"shape", {1}}, {"data_offsets", {data.size(), data.size() + 4}}};
+    data.append(4, '\0');
+  }
+  const std::string text = header.dump();
+  std::string length(8, '\0');
+  const uint64_t text_bytes = text.size();
+  std::memcpy(length.data(), &text_bytes, 8);
+  test::write_file(model + "/model.safetensors", length + text + data);
+  return model;
+}
+
+TEST(Checkpoint, LayersBeyondTheConfigurationAreAnErrorNamingFileAndTensors) {
+  test::TempDir dir;
+  const std::string model = stories_copy(dir, 3, {});
+  try {
+    Checkpoint::open(model);
+    ADD_FAILURE() << "a checkpoint with 5 layers opened as 3";
+  } catch (const Error& error) {
+    EXPECT_EQ(std::string(error.what()), model + "/model.safetensors: 18 tensors the configuration does not use: model.layers.3.* "
+                                                 "model.layers.4.* (" + model + "/config.json says num_hidden_layers 3; the "
+                                                 "weights have more layers than the configuration says, so it would run on "
+                                                 "the first 3 only)");
+  }
+}
+
+TEST(Checkpoint, OtherUnusedTensorsAreIgnoredWithAWarningAndInvFreqSilently) {
+  test::TempDir dir;
+  const std::string model = stories_copy(dir, 5, {"model.layers.0.self_attn.rotary_emb.inv_freq", "model.layers.1.self_attn.q_proj.bias",
+                                                  "vision_tower.weight"});
+  const Checkpoint checkpoint = Checkpoint::open(model);
+  EXPECT_EQ(checkpoint.config.num_layers, 5);
+  EXPECT_EQ(checkpoint.warnings, std::vector<std::string>{model + "/model.safetensors: ignoring 2 tensors the model does not use: "
+                                                                  "model.layers.1.self_attn.q_proj.bias, vision_tower.weight"});
+  EXPECT_TRUE(Checkpoint::open(test::stories_path()).warnings.empty());
 }
 
 TEST(Rope, Llama3FrequenciesFollowTheThreeBands) {

@@ -8,12 +8,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <random>
 
+#include "checkpoint/split.h"
 #include "common/error.h"
 #include "common/system.h"
+#include "format/manifest.h"
 #include "io/read_pipeline.h"
 #include "runtime/engine.h"
 #include "runtime/generate.h"
@@ -202,6 +205,77 @@ TEST(Streaming, AFileThatShrinksDuringARunStopsIt) {
 TEST(Streaming, AFileRewrittenDuringARunStopsIt) {
   for (IoMode io : {IoMode::Cached, IoMode::Direct})
     expect_run_stops_when([](const std::string& path) { touch(path, 7); }, "was modified during the run", io);
+}
+
+// Overwrites `count` float32 values at byte `offset` of a file with `value`, keeping its size.
+void overwrite_floats(const std::string& path, uint64_t offset, int count, float value) {
+  std::string bytes = test::read_file(path);
+  ASSERT_LE(offset + 4 * static_cast<uint64_t>(count), bytes.size());
+  for (int i = 0; i < count; i++) std::memcpy(bytes.data() + offset + 4 * static_cast<uint64_t>(i), &value, 4);
+  test::write_file(path, bytes);
+}
+
+uint64_t manifest_xxh3(const std::string& split, const std::string& file) {
+  const nlohmann::json manifest = test::load_json(split + "/manifest.json");
+  for (const auto& unit : manifest["units"])
+    if (unit["file"] == file) return std::stoull(unit["xxh3"].get<std::string>(), nullptr, 16);
+  ADD_FAILURE() << file << " is not in the manifest";
+  return 0;
+}
+
+TEST(Streaming, ASplitUnitThatChangedSinceSplitStopsTheRunNamingIt) {
+  test::TempDir dir;
+  const std::string split = dir / "split";
+  split_checkpoint({test::stories_path(), split, std::nullopt, true});
+  const RunShape shape{1, 6, 1, false};
+  const uint64_t least = Engine(split, budgeted(1ull << 30, IoMode::Cached)).plan(shape).minimum_budget;
+  GenerateOptions options;
+  options.stop_at_eos = false;
+  options.max_new_tokens = 5;
+  uint64_t split_bytes = 0;
+  const nlohmann::json manifest = test::load_json(split + "/manifest.json");
+  for (const auto& unit : manifest["units"]) split_bytes += unit["bytes"].get<uint64_t>();
+  // Intact: every file hashed exactly once however many sweeps re-read it (first read only).
+  for (IoMode io : {IoMode::Cached, IoMode::Direct})
+    for (uint64_t budget : {least, uint64_t{1} << 30}) {
+      Engine engine(split, budgeted(budget, io));
+      generate(engine, {{1}}, options);
+      EXPECT_EQ(engine.stats().stream.bytes_verified, split_bytes) << io_mode_name(io) << " " << budget;
+      EXPECT_EQ(engine.stats().stream.loads_per_unit[3] >= 5, budget == least) << "layer 2 re-read every sweep only when streamed";
+    }
+
+  // 500 weights of layer 2 overwritten with 1e38 (what corruption or a stray write leaves),
+  // and one bit of the embedding table, which is only ever read row by row.
+  const std::string layer = split + "/layer-002.safetensors";
+  const uint64_t layer_sum = manifest_xxh3(split, "layer-002.safetensors");
+  overwrite_floats(layer, 4096 + 2000, 500, 1e38f);
+  for (IoMode io : {IoMode::Cached, IoMode::Direct})
+    for (uint64_t budget : {least, uint64_t{1} << 30}) {
+      SCOPED_TRACE(std::string(io_mode_name(io)) + " " + std::to_string(budget));
+      Engine engine(split, budgeted(budget, io));
+      expect_error([&] { generate(engine, {{1}}, options); },
+                   {layer + ": checksum mismatch (manifest " + format_xxh3(layer_sum) + ", read ", "the file changed since split"});
+    }
+  // The opt-out hashes nothing; these values overflow, so the non-finite check still stops it.
+  setenv("LAYERWISE_NO_CHECKSUMS", "1", 1);
+  {
+    Engine engine(split, budgeted(1ull << 30, IoMode::Cached));
+    expect_error([&] { generate(engine, {{1}}, options); }, {layer + ": layer 2 (model.layers.2.*) gives NaN or infinite hidden states"});
+    EXPECT_EQ(engine.stats().stream.bytes_verified, 0u);
+  }
+  unsetenv("LAYERWISE_NO_CHECKSUMS");
+
+  const std::string other_split = dir / "other", embed = other_split + "/embed.safetensors";
+  split_checkpoint({test::stories_path(), other_split, std::nullopt, true});
+  const uint64_t embed_sum = manifest_xxh3(other_split, "embed.safetensors");
+  std::string bytes = test::read_file(embed);
+  bytes[bytes.size() - 10] ^= 1;
+  test::write_file(embed, bytes);
+  Engine engine(other_split, budgeted(1ull << 30, IoMode::Cached));
+  int tokens = 0;
+  expect_error([&] { generate(engine, {{1}}, options, [&](int, int) { tokens++; }); },
+               {embed + ": checksum mismatch (manifest " + format_xxh3(embed_sum) + ", read "});
+  EXPECT_EQ(tokens, 0) << "a token was sampled before the check";
 }
 
 TEST(Streaming, AutoReadsAroundTheCacheOnlyWhenTheWeightsCannotStayCached) {

@@ -4,8 +4,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <cstdio>
 #include <cstring>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "common/error.h"
@@ -70,6 +72,72 @@ std::string shape_text(const std::vector<int64_t>& shape) {
   std::string text = "[";
   for (size_t i = 0; i < shape.size(); i++) text += (i ? ", " : "") + std::to_string(shape[i]);
   return text + "]";
+}
+
+// A tensor a checkpoint holds, and the file it is in.
+struct StoredTensor {
+  std::string name, file;
+};
+
+// The layer of "PREFIX<digits>.rest", or -1.
+int layer_of(const std::string& name, const std::string& layer_prefix) {
+  if (name.compare(0, layer_prefix.size(), layer_prefix) != 0) return -1;
+  const size_t dot = name.find('.', layer_prefix.size());
+  const std::string digits = name.substr(layer_prefix.size(), dot == std::string::npos ? std::string::npos : dot - layer_prefix.size());
+  if (dot == std::string::npos || digits.empty() || digits.size() > 6 || digits.find_first_not_of("0123456789") != std::string::npos)
+    return -1;
+  return std::stoi(digits);
+}
+
+std::string join(const std::vector<std::string>& items, const std::string& separator) {
+  std::string text;
+  for (const auto& item : items) text += (text.empty() ? "" : separator) + item;
+  return text;
+}
+
+// Tensors the configuration does not use. Layers past its layer count mean the configuration
+// and the weights disagree (the model would run on its first layers only, silently wrong): an
+// error. Anything else is ignored with a warning, as transformers warns about and ignores
+// unexpected keys; rotary_emb.inv_freq (a buffer old Llama checkpoints saved) it drops without
+// a word, and so do we.
+void check_unused_tensors(Checkpoint& checkpoint, const std::vector<StoredTensor>& stored, const std::string& layer_prefix,
+                          const std::string& layer_count_source) {
+  std::set<std::string> used;
+  for (const auto& unit : checkpoint.units)
+    for (const auto& tensor : unit.tensors) used.insert(tensor.name);
+  std::map<int, int> extra_layers;  // layer -> tensors
+  std::set<std::string> extra_layer_files;
+  std::map<std::string, std::vector<std::string>> ignored;  // file -> tensors
+  int extra_layer_tensors = 0;
+  const std::string inv_freq = "rotary_emb.inv_freq";
+  for (const auto& tensor : stored) {
+    if (used.count(tensor.name)) continue;
+    const int layer = layer_of(tensor.name, layer_prefix);
+    if (layer >= checkpoint.config.num_layers) {
+      extra_layers[layer]++;
+      extra_layer_files.insert(tensor.file);
+      extra_layer_tensors++;
+    } else if (!(tensor.name.size() >= inv_freq.size() &&
+                 tensor.name.compare(tensor.name.size() - inv_freq.size(), inv_freq.size(), inv_freq) == 0)) {
+      ignored[tensor.file].push_back(tensor.name);
+    }
+  }
+  if (!extra_layers.empty()) {
+    std::vector<std::string> layers;
+    for (const auto& [layer, count] : extra_layers) layers.push_back(layer_prefix + std::to_string(layer) + ".*");
+    if (layers.size() > 4) layers = {layers.front(), layers[1], "...", layers.back()};
+    fail(join({extra_layer_files.begin(), extra_layer_files.end()}, ", "),
+         std::to_string(extra_layer_tensors) + " tensors the configuration does not use: " + join(layers, " ") + " (" +
+             layer_count_source + " " + std::to_string(checkpoint.config.num_layers) +
+             "; the weights have more layers than the configuration says, so it would run on the first " +
+             std::to_string(checkpoint.config.num_layers) + " only)");
+  }
+  for (auto& [file, names] : ignored) {
+    const size_t count = names.size();
+    if (names.size() > 6) names.resize(6), names.push_back("...");
+    checkpoint.warnings.push_back(file + ": ignoring " + std::to_string(count) + " tensor" + (count == 1 ? "" : "s") +
+                                  " the model does not use: " + join(names, ", "));
+  }
 }
 
 // Finds the tensors of every unit in already-opened safetensors files.
@@ -152,6 +220,9 @@ void open_huggingface(Checkpoint& checkpoint, const fs::path& dir) {
     }
     checkpoint.units.push_back(std::move(unit));
   }
+  std::vector<StoredTensor> stored;
+  for (const auto& [name, file] : file_of_tensor) stored.push_back({name, checkpoint.files[static_cast<size_t>(file)]});
+  check_unused_tensors(checkpoint, stored, "model.layers.", config_path + " says num_hidden_layers");
 }
 
 void open_split(Checkpoint& checkpoint, const fs::path& dir) {
@@ -179,10 +250,16 @@ void open_split(Checkpoint& checkpoint, const fs::path& dir) {
       fail(unit_path, "is " + std::to_string(info.st_size) + " bytes but the manifest says " + std::to_string(listed.bytes) +
                           " (modified or incomplete; check with layerwise split --verify)");
     int file_index = index.add_file(unit_path);
+    checkpoint.file_xxh3.resize(checkpoint.files.size());
+    checkpoint.file_xxh3[static_cast<size_t>(file_index)] = listed.xxh3;
     UnitSource unit{recipes[u], {}};
     for (const auto& tensor : recipes[u].tensors) unit.tensors.push_back(index.locate(file_index, tensor.name, tensor));
     checkpoint.units.push_back(std::move(unit));
   }
+  std::vector<StoredTensor> stored;
+  for (size_t f = 0; f < checkpoint.files.size(); f++)
+    for (const auto& tensor : index.file(static_cast<int>(f)).header.tensors) stored.push_back({tensor.name, checkpoint.files[f]});
+  check_unused_tensors(checkpoint, stored, "model.layers.", manifest_path + " (its config) says num_hidden_layers");
 }
 
 void open_gguf(Checkpoint& checkpoint, const std::string& path) {
@@ -221,6 +298,9 @@ void open_gguf(Checkpoint& checkpoint, const std::string& path) {
     }
     checkpoint.units.push_back(std::move(unit));
   }
+  std::vector<StoredTensor> stored;
+  for (const auto& tensor : file.tensors()) stored.push_back({tensor.name, path});
+  check_unused_tensors(checkpoint, stored, "blk.", "its metadata says llama.block_count");
 }
 
 }  // namespace
@@ -254,6 +334,7 @@ Checkpoint Checkpoint::open(const std::string& path) {
   } else {
     open_huggingface(checkpoint, dir);
   }
+  for (const auto& warning : checkpoint.warnings) std::fprintf(stderr, "layerwise: warning: %s\n", warning.c_str());
   return checkpoint;
 }
 

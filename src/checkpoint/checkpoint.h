@@ -59,8 +59,13 @@ struct Checkpoint {
   nlohmann::json raw_generation_config;  // null when absent
   ModelConfig config;
   std::vector<std::string> files;  // every file tensors are read from
+  // Parallel to files: the XXH3-64 of the whole file that a split's manifest records (checked
+  // when the streamer first reads the file); nullopt for other checkpoints, which carry none.
+  std::vector<std::optional<uint64_t>> file_xxh3;
   std::vector<UnitSource> units;   // embed, layer.0 .., head (the recipe order)
   std::string split_dtype;         // for split directories: the manifest's dtype
+  // Tensors present but unused (printed on stderr by open() as well).
+  std::vector<std::string> warnings;
 
   // Throws lw::Error naming the offending file.
   static Checkpoint open(const std::string& path);

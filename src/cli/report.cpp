@@ -100,6 +100,10 @@ void print_stream_report(const Engine& engine, int sequences, bool profile) {
                format_size(stream.bytes_read).c_str(), seconds_text(stream.read_seconds).c_str(),
                rate_gb(stream.bytes_read, stream.read_seconds), seconds_text(stream.wait_seconds).c_str(), hidden);
   std::fprintf(stderr, "reads     %s; %s\n", engine.io_description().c_str(), engine.active_plan().io_reason.c_str());
+  if (stream.bytes_verified > 0)
+    std::fprintf(stderr, "checksums %s of split files matched their manifest in %s (%.2f GB/s; each file once, at its first read)\n",
+                 format_size(stream.bytes_verified).c_str(), seconds_text(stream.verify_seconds).c_str(),
+                 rate_gb(stream.bytes_verified, stream.verify_seconds));
   if (sequences > 0) print_decode_sweeps(engine, stats, sequences);
   print_memory_stats(engine);
   if (profile) print_profile(engine, stats);

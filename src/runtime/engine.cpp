@@ -1,6 +1,7 @@
 #include "runtime/engine.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "common/error.h"
@@ -8,6 +9,46 @@
 #include "io/read_pipeline.h"
 
 namespace lw {
+
+// On the bits (exponent all ones: NaN or infinity), so that the loop vectorises; std::isfinite
+// does not, and under -ffast-math would fold to true.
+bool all_finite(const float* values, size_t count) {
+  uint32_t seen = 0;
+  for (size_t i = 0; i < count; i++) {
+    uint32_t bits;
+    std::memcpy(&bits, values + i, sizeof bits);
+    seen |= (bits & 0x7f800000u) + 0x00800000u;  // carries into the sign bit only for all ones
+  }
+  return (seen & 0x80000000u) == 0;
+}
+
+namespace {
+
+// The files a unit's tensors are in, for messages: "a.safetensors" or "a, b".
+std::string files_of(const Checkpoint& checkpoint, const UnitSource& unit) {
+  std::vector<int> files;
+  for (const auto& tensor : unit.tensors)
+    if (std::find(files.begin(), files.end(), tensor.file) == files.end()) files.push_back(tensor.file);
+  std::string text;
+  for (int file : files) text += (text.empty() ? "" : ", ") + checkpoint.files[static_cast<size_t>(file)];
+  return text;
+}
+
+// "model.layers.3.*" or "blk.3.*": the names of a layer's tensors in its file.
+std::string layer_tensors(const UnitSource& unit) {
+  const std::string& name = unit.tensors.front().name;
+  std::string number = ".";  // appended rather than "." + ...: GCC 12 warns falsely (-Wrestrict) on that
+  number += std::to_string(unit.recipe.layer);
+  number += '.';
+  const size_t at = name.find(number);
+  return at == std::string::npos ? unit.recipe.name : name.substr(0, at + number.size()) + "*";
+}
+
+constexpr const char* kNonFiniteCause =
+    ": its weights hold NaN or infinity, or values so large that they overflow (a damaged or wrongly converted file); "
+    "stopping rather than sampling from them";
+
+}  // namespace
 
 Engine::Engine(const std::string& model_path, const EngineOptions& options)
     : options_(options), checkpoint_(Checkpoint::open(model_path)) {
@@ -134,7 +175,10 @@ void Engine::begin(const RunShape& shape) {
   set_sequences(std::vector<SequenceSpan>(static_cast<size_t>(shape.sequences), SequenceSpan{0, shape.context_tokens, -1}));
   rope_length_ = 0;  // each run starts from the trained context, like a freshly loaded model
   inverse_frequencies_.clear();
-  streamer_ = std::make_unique<Streamer>(checkpoint_, plan_, options_.prefetch);
+  // LAYERWISE_NO_CHECKSUMS skips the first-read hashing (a 7B split's first sweep takes
+  // seconds longer on a slow core); the size and modification-time checks stay.
+  streamer_ = std::make_unique<Streamer>(checkpoint_, plan_, options_.prefetch,
+                                         std::getenv("LAYERWISE_NO_CHECKSUMS") ? nullptr : &verified_files_);
   io_description_ = streamer_->io_description();
 }
 
@@ -277,10 +321,20 @@ void Engine::sweep(const std::vector<Token>& tokens, const std::vector<int>& log
   const StreamStats before = streamer_->stats();
   if (compute_seconds_per_unit_.size() < checkpoint_.units.size()) compute_seconds_per_unit_.resize(checkpoint_.units.size());
   embedding_->read_rows(ids.data(), count, x_);
+  // Non-finite values are checked where they first appear: the embedding rows, each layer's
+  // output (count x hidden floats, nothing beside the layer's products) and the logits.
+  const size_t hidden_floats = static_cast<size_t>(count) * c.hidden_size;
+  if (!all_finite(x_, hidden_floats))
+    fail(files_of(checkpoint_, checkpoint_.embed()), "the embedding rows of this sweep's tokens are NaN or infinite" +
+                                                         std::string(kNonFiniteCause));
   for (int layer = 0; layer < c.num_layers; layer++) {
     const UnitWeights& weights = streamer_->acquire(layer + 1);
     const double computing = now_seconds();
     run_layer(weights, layer, count);
+    const UnitSource& unit = checkpoint_.units[static_cast<size_t>(layer + 1)];
+    if (!all_finite(x_, hidden_floats))
+      fail(files_of(checkpoint_, unit), "layer " + std::to_string(layer) + " (" + layer_tensors(unit) +
+                                            ") gives NaN or infinite hidden states" + kNonFiniteCause);
     compute_seconds_per_unit_[static_cast<size_t>(layer + 1)] += now_seconds() - computing;
     streamer_->release(layer + 1);
   }
@@ -297,6 +351,9 @@ void Engine::sweep(const std::vector<Token>& tokens, const std::vector<int>& log
     backend_->rmsnorm(xb_, xb_, static_cast<int>(in_chunk), weights[Role::FinalNorm], static_cast<float>(c.rms_norm_eps));
     float* out = sink ? logit_chunk_ : logits + first * static_cast<size_t>(c.vocab_size);
     backend_->matmul(out, xb_, static_cast<int>(in_chunk), weights[Role::LmHead], nullptr);
+    if (!all_finite(out, in_chunk * static_cast<size_t>(c.vocab_size)))
+      fail(files_of(checkpoint_, checkpoint_.head()), "the output head (final norm and lm_head) gives NaN or infinite logits" +
+                                                          std::string(kNonFiniteCause));
     if (sink) (*sink)(first, in_chunk, out);
   }
   compute_seconds_per_unit_[static_cast<size_t>(head)] += now_seconds() - computing;

@@ -15,6 +15,10 @@
 
 namespace lw {
 
+// True when no value is NaN or infinite. The engine checks the embedding rows, each layer's
+// output and the logits of every sweep with it.
+bool all_finite(const float* values, size_t count);
+
 struct EngineOptions {
   uint64_t max_memory = 0;  // 0: a default from the machine's free memory
   int threads = 0;          // 0: all cores
@@ -144,6 +148,9 @@ class Engine {
   std::vector<SweepRecord> sweep_log_;
   std::vector<double> compute_seconds_per_unit_;
   std::string io_description_ = "nothing read yet";
+  // Per file of the checkpoint: its manifest checksum has been checked (once per engine: later
+  // sweeps rely on the size and modification-time checks of every read).
+  std::vector<bool> verified_files_;
 };
 
 }  // namespace lw

@@ -98,7 +98,14 @@ std::vector<std::vector<int>> generate(Engine& engine, const std::vector<std::ve
     }
     if (step.empty()) break;
     logits.resize(step.size() * static_cast<size_t>(vocab));
-    engine.forward(step, rows, logits.data());
+    try {
+      engine.forward(step, rows, logits.data());
+    } catch (const Error& error) {
+      // Tokens already chosen (and perhaps printed) came from finite logits: say how many.
+      const size_t done = generated[static_cast<size_t>(owners[0])].size();
+      throw Error(std::string(error.what()) + " (while computing new token " + std::to_string(done + 1) + "; the " +
+                  std::to_string(done) + " before it are sound)");
+    }
     for (size_t i = 0; i < owners.size(); i++) choose(owners[i], logits.data() + i * vocab);
   }
   engine.end();

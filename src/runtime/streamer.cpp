@@ -1,11 +1,19 @@
 #include "runtime/streamer.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 
 #include "common/error.h"
 #include "common/sizes.h"
 #include "common/system.h"
+#include "format/manifest.h"
 
 namespace lw {
 namespace {
@@ -14,6 +22,49 @@ constexpr uint64_t kAlignment = 64;  // decoded regions: cache lines
 constexpr uint64_t kMaxGapToCoalesce = 64 << 10;
 
 uint64_t align_up(uint64_t value, uint64_t alignment) { return (value + alignment - 1) / alignment * alignment; }
+
+class Xxh3 {
+ public:
+  Xxh3() : state_(XXH3_createState()) {
+    if (!state_) fail("out of memory for a checksum");
+    XXH3_64bits_reset(state_);
+  }
+  ~Xxh3() { XXH3_freeState(state_); }
+  Xxh3(const Xxh3&) = delete;
+  Xxh3& operator=(const Xxh3&) = delete;
+  void update(const void* data, uint64_t bytes) { XXH3_64bits_update(state_, data, bytes); }
+  uint64_t digest() const { return XXH3_64bits_digest(state_); }
+
+ private:
+  XXH3_state_t* state_;
+};
+
+// Hashes bytes [from, to) of a file read through the page cache; `drop_from_cache` gives those
+// pages back afterwards (a run that reads around the cache must not fill it).
+void hash_file_range(const std::string& path, uint64_t from, uint64_t to, bool drop_from_cache, Xxh3& hash) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
+  std::vector<char> chunk(std::min<uint64_t>(to - from, 1 << 20));
+  for (uint64_t at = from; at < to;) {
+    const ssize_t got = pread(fd, chunk.data(), std::min<uint64_t>(chunk.size(), to - at), static_cast<off_t>(at));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) {
+      const std::string why = got < 0 ? std::strerror(errno) : "the file ends early";
+      close(fd);
+      fail(path, "cannot read byte " + std::to_string(at) + " to check its checksum: " + why);
+    }
+    hash.update(chunk.data(), static_cast<uint64_t>(got));
+    at += static_cast<uint64_t>(got);
+  }
+  if (drop_from_cache) posix_fadvise(fd, static_cast<off_t>(from), static_cast<off_t>(to - from), POSIX_FADV_DONTNEED);
+  close(fd);
+}
+
+uint64_t file_size_of(const std::string& path) {
+  struct stat info {};
+  if (stat(path.c_str(), &info) != 0) fail(path, std::string("cannot stat: ") + std::strerror(errno));
+  return static_cast<uint64_t>(info.st_size);
+}
 
 }  // namespace
 
@@ -77,6 +128,8 @@ void StreamStats::add(const StreamStats& other) {
   unit_loads += other.unit_loads;
   read_seconds += other.read_seconds;
   wait_seconds += other.wait_seconds;
+  bytes_verified += other.bytes_verified;
+  verify_seconds += other.verify_seconds;
   auto add_each = [](auto& into, const auto& from) {
     if (into.size() < from.size()) into.resize(from.size());
     for (size_t i = 0; i < from.size(); i++) into[i] += from[i];
@@ -112,8 +165,10 @@ UnitWeights unit_weights(const UnitSource& source, const UnitLayout& layout, con
   return weights;
 }
 
-Streamer::Streamer(const Checkpoint& checkpoint, const MemoryPlan& plan, bool prefetch)
-    : checkpoint_(checkpoint), pipeline_(checkpoint.files, plan.direct_io), resident_(plan.resident), prefetch_(prefetch) {
+Streamer::Streamer(const Checkpoint& checkpoint, const MemoryPlan& plan, bool prefetch, std::vector<bool>* verified_files)
+    : checkpoint_(checkpoint), pipeline_(checkpoint.files, plan.direct_io), resident_(plan.resident), prefetch_(prefetch),
+      verified_files_(verified_files) {
+  if (verified_files_) verified_files_->resize(checkpoint.files.size(), false);
   const size_t units = checkpoint.units.size();
   for (const auto& unit : checkpoint.units) layouts_.push_back(layout_unit(unit));
   resident_buffers_.resize(units);
@@ -142,9 +197,43 @@ Streamer::~Streamer() {
   reader_thread_.join();
 }
 
+bool Streamer::needs_verifying(int file) const {
+  const auto f = static_cast<size_t>(file);
+  return verified_files_ && f < checkpoint_.file_xxh3.size() && checkpoint_.file_xxh3[f] && !(*verified_files_)[f];
+}
+
+void Streamer::verify_file(int file, const UnitLayout* layout, const char* buffer) {
+  const double start = now_seconds();
+  const auto f = static_cast<size_t>(file);
+  const std::string& path = checkpoint_.files[f];
+  const uint64_t size = file_size_of(path);
+  Xxh3 hash;
+  // A unit file split wrote is its header, then tensors 64-byte aligned to its end, so the unit's
+  // one read (gaps under 64 KiB are read through) holds everything after the header: hash that
+  // in the buffer and read only the header (a few KiB, cached since the checkpoint was opened)
+  // again. Any other layout, and the embedding table (read only row by row), are read again whole.
+  const UnitLayout::Read* read = layout && layout->reads.size() == 1 ? &layout->reads[0] : nullptr;
+  if (read && read->file == file && !read->decode && read->offset + read->bytes == size && read->offset <= (1u << 20)) {
+    hash_file_range(path, 0, read->offset, false, hash);
+    hash.update(buffer + read->buffer_offset, read->bytes);
+  } else {
+    hash_file_range(path, 0, size, pipeline_.direct(), hash);
+  }
+  const uint64_t expected = *checkpoint_.file_xxh3[f], got = hash.digest();
+  if (got != expected)
+    fail(path, "checksum mismatch (manifest " + format_xxh3(expected) + ", read " + format_xxh3(got) +
+                   "): the file changed since split; rerun split, or check the directory with layerwise split --out DIR --verify");
+  (*verified_files_)[f] = true;
+  std::lock_guard lock(mutex_);
+  stats_.bytes_verified += size;
+  stats_.verify_seconds += now_seconds() - start;
+}
+
 void Streamer::load(int unit, char* buffer) {
   const double start = now_seconds();
-  const uint64_t bytes = read_unit(pipeline_, layouts_[static_cast<size_t>(unit)], buffer);
+  const UnitLayout& layout = layouts_[static_cast<size_t>(unit)];
+  const uint64_t bytes = read_unit(pipeline_, layout, buffer);
+  if (!layout.reads.empty() && needs_verifying(layout.reads[0].file)) verify_file(layout.reads[0].file, &layout, buffer);
   const double seconds = now_seconds() - start;
   std::lock_guard lock(mutex_);
   stats_.bytes_read += bytes;
@@ -173,6 +262,10 @@ void Streamer::reader_loop() {
   try {
     for (bool first_pass = true;; first_pass = false) {
       for (int u = 1; u < units; u++) {
+        // The embedding table is read row by row, never as a unit: its file is checked before
+        // the head is read, behind the first sweep's layers, so no logits come from a bad table.
+        const int embed_file = checkpoint_.embed().tensors[0].file;
+        if (u == units - 1 && needs_verifying(embed_file)) verify_file(embed_file, nullptr, nullptr);
         if (resident_[static_cast<size_t>(u)]) {
           if (!first_pass) continue;
           load(u, resident_buffers_[static_cast<size_t>(u)].data());

@@ -68,6 +68,8 @@ struct StreamStats {
   uint64_t unit_loads = 0;
   double read_seconds = 0;  // reader thread inside read calls
   double wait_seconds = 0;  // compute thread waiting for a unit to arrive
+  uint64_t bytes_verified = 0;  // hashed against a split manifest's checksums
+  double verify_seconds = 0;     // reader thread hashing them (part of read_seconds)
   std::vector<uint64_t> loads_per_unit, bytes_per_unit;
   std::vector<double> read_seconds_per_unit, wait_seconds_per_unit;
   void add(const StreamStats& other);
@@ -75,8 +77,10 @@ struct StreamStats {
 
 class Streamer {
  public:
-  // Reads through the page cache or around it as the plan says (plan.direct_io).
-  Streamer(const Checkpoint& checkpoint, const MemoryPlan& plan, bool prefetch);
+  // Reads through the page cache or around it as the plan says (plan.direct_io). Files with a
+  // checksum (checkpoint.file_xxh3) whose entry in *verified_files is false are hashed the first
+  // time they are read, and marked; nullptr: no checksums are checked.
+  Streamer(const Checkpoint& checkpoint, const MemoryPlan& plan, bool prefetch, std::vector<bool>* verified_files = nullptr);
   ~Streamer();
   Streamer(const Streamer&) = delete;
   Streamer& operator=(const Streamer&) = delete;
@@ -97,6 +101,9 @@ class Streamer {
   };
   void reader_loop();
   void load(int unit, char* buffer);
+  bool needs_verifying(int file) const;
+  // Stops the run (lw::Error naming the file) unless the file matches its manifest checksum.
+  void verify_file(int file, const UnitLayout* layout, const char* buffer);
 
   const Checkpoint& checkpoint_;
   ReadPipeline pipeline_;
@@ -109,6 +116,7 @@ class Streamer {
   std::deque<int> ready_slots_;  // filled, in sweep order
   std::vector<int> free_slots_;
   bool prefetch_;
+  std::vector<bool>* verified_files_;
   bool stopping_ = false;
   std::string read_error_;
   int in_use_ = -1;  // slot held by the compute thread
