@@ -154,10 +154,11 @@ class Output {
     if (path.empty()) return;
     temp_ = path + ".tmp";
     if (temp_.size() >= sizeof interrupted_output) fail(path, "path too long");
-    file_ = std::fopen(temp_.c_str(), "w");
-    if (!file_) fail(path, "cannot create");
+    // Handlers first: a signal between creating the file and installing them would leave it.
     std::memcpy(interrupted_output, temp_.c_str(), temp_.size() + 1);
     for (int signal : {SIGINT, SIGTERM, SIGHUP}) std::signal(signal, remove_output_and_die);
+    file_ = std::fopen(temp_.c_str(), "w");
+    if (!file_) fail(path, "cannot create");
   }
   ~Output() {
     if (file_) {
