@@ -320,9 +320,11 @@ TEST(TokenizerAddedIds, CountFromTheNumberOfVocabEntries) {
 
 TEST(TokenizerAddedIds, IdsThatAreNotU32AreRefused) {
   // The Rust library refuses these while deserializing ("expected u32", "missing field `id`").
-  for (const json& bad : {json(-1), json(600.0), json("7"), json(nullptr), json(4294967296)})
-    EXPECT_ERROR_MENTIONS(stories_with({added_token("<zz>", bad)}), "dir/tokenizer.json", "\"<zz>\"",
-                          bad.dump().c_str(), "0 to 4294967295");
+  for (const json& bad : {json(-1), json(600.0), json("7"), json(nullptr), json(4294967296)}) {
+    const std::string written = bad.dump();  // outlives the macro's list of needles
+    EXPECT_ERROR_MENTIONS(stories_with({added_token("<zz>", bad)}), "dir/tokenizer.json", "\"<zz>\"", written.c_str(),
+                          "0 to 4294967295");
+  }
   json no_id = added_token("<zz>", 0);
   no_id.erase("id");
   EXPECT_ERROR_MENTIONS(stories_with({no_id}), "dir/tokenizer.json", "\"<zz>\"", "no \"id\"");
