@@ -19,7 +19,7 @@
 
 #include "common/error.h"
 #include "scratch_file.h"
-#include "gguf/dequantize.h"
+#include "format/dequantize.h"
 #include "gguf/gguf.h"
 #include "gguf/gguf_model.h"
 #include "gguf/gguf_tokenizer.h"

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <optional>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -30,10 +31,15 @@ void check(const lw::SafetensorsFile& file, size_t input_size) {
   const lw::SafetensorsTensor* previous = nullptr;
   uint64_t furthest_end = 0;
   for (const auto& tensor : file.header.tensors) {
-    if (tensor.element_size == 0) invariant_broken("tensor with element_size 0");
+    const std::optional<lw::DType> blocks = lw::dtype_from_name(tensor.dtype_name);
+    const bool blocked = blocks && lw::dtype_is_quantized(*blocks);
+    if (tensor.element_size == 0 && !blocked) invariant_broken("tensor with element_size 0 and no block type");
     if (tensor.begin > tensor.end || tensor.end > data_bytes) invariant_broken("tensor range outside the data");
-    if (tensor.elements() * tensor.element_size != tensor.end - tensor.begin)
-      invariant_broken("tensor byte size does not match shape x dtype");
+    const uint64_t row = tensor.shape.empty() ? 1 : static_cast<uint64_t>(tensor.shape.back());
+    const uint64_t expected = !blocked ? tensor.elements() * tensor.element_size
+                              : row == 0 ? 0
+                                         : tensor.elements() / row * lw::dtype_row_bytes(*blocks, row);
+    if (expected != tensor.end - tensor.begin) invariant_broken("tensor byte size does not match shape x dtype");
     for (int64_t dim : tensor.shape)
       if (dim < 0) invariant_broken("negative dimension");
     if (previous && previous->begin > tensor.begin) invariant_broken("tensors not sorted by begin");

@@ -124,7 +124,7 @@ TEST(Gguf, MetadataMapsToTheSameConfigurationAsConfigJson) {
 
 TEST(Gguf, RotaryRowsAreRestoredToHuggingFaceOrder) {
   // Two heads of head_dim 4, rows of 2 floats: stored row 2i + j is Hugging Face row j * 2 + i.
-  TensorLocation tensor{"blk.0.attn_q.weight", 0, 0, 8 * 2 * 4, DType::F32, {8, 2}, std::nullopt, 2};
+  TensorLocation tensor{"blk.0.attn_q.weight", 0, 0, 8 * 2 * 4, DType::F32, {8, 2}, DType::F32, 2};
   std::vector<float> rows(16);
   const int stored_to_hf[4] = {0, 2, 1, 3};
   for (int head = 0; head < 2; head++)
@@ -284,9 +284,9 @@ TEST(Gguf, CliRunsAGgufFileAndSplitsIt) {
 
   result = test::layerwise({"info", "--model", path});
   ASSERT_EQ(result.exit_code, 0) << result.err;
-  EXPECT_NE(result.out.find("GGUF; F32 x"), std::string::npos) << result.out;
-  EXPECT_NE(result.out.find("Q4_1 x"), std::string::npos) << result.out;
-  EXPECT_NE(result.out.find("dequantized to F32 when loaded"), std::string::npos) << result.out;
+  // Blocks stay blocks in memory: each unit holds what it stores.
+  EXPECT_NE(result.out.find("(GGUF)\nweights       F32 x7, Q4_1 x22, Q8_0 x1\n"), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("  layer.0    6.50 KiB -> 6.50 KiB  F32 x2, Q4_1 x7\n"), std::string::npos) << result.out;
 
   test::TempDir dir;
   result = test::layerwise({"split", "--model", path, "--out", dir / "bf16", "--dtype", "bf16", "--quiet"});

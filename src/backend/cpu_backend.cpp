@@ -14,6 +14,7 @@
 #include "backend/amx.h"
 #include "backend/backend.h"
 #include "backend/cpu_kernels.h"
+#include "backend/quant_kernels.h"
 #include "backend/thread_pool.h"
 #include "common/error.h"
 #include "common/system.h"
@@ -83,8 +84,13 @@ namespace {
 
 // A pointer to row r of w as float32: the row itself, or its conversion into `scratch`.
 const float* row_as_f32(const cpu::Kernels& kernels, const WeightView& w, int64_t r, float* scratch) {
-  const char* base = static_cast<const char*>(w.data) + static_cast<size_t>(r * w.cols) * dtype_size(w.dtype);
+  const uint64_t row_bytes = dtype_row_bytes(w.dtype, static_cast<uint64_t>(w.cols));
+  const char* base = static_cast<const char*>(w.data) + static_cast<uint64_t>(r) * row_bytes;
   if (w.dtype == DType::F32) return reinterpret_cast<const float*>(base);
+  if (dtype_is_quantized(w.dtype)) {
+    convert_to_f32(base, w.dtype, static_cast<size_t>(w.cols), scratch);
+    return scratch;
+  }
   kernels.half_to_f32(reinterpret_cast<const uint16_t*>(base), w.dtype == DType::F16, scratch, w.cols);
   return scratch;
 }
@@ -101,6 +107,7 @@ class CpuBackend final : public Backend {
       : pool_(threads > 0 ? threads : usable_cores()),
         level_(level),
         kernels_(cpu::kernels(level)),
+        quant_kernels_(cpu::quant_kernels(level)),
         scratch_(static_cast<size_t>(pool_.size())) {
     openblas_set_num_threads(1);  // each of our threads calls it on its own rows
   }
@@ -124,10 +131,12 @@ class CpuBackend final : public Backend {
   void matmul(float* y, const float* x, int tokens, const WeightView& w, const WeightView* bias) override {
     const int64_t rows = w.rows, cols = w.cols;
     std::vector<float> bias_f32 = bias ? vector_as_f32(*bias) : std::vector<float>();
-    if (compute_ == DType::BF16 && tokens >= kAmxMinTokens && level_ == cpu::Level::Amx)
+    if (compute_ == DType::BF16 && tokens >= kAmxMinTokens && level_ == cpu::Level::Amx && !dtype_is_quantized(w.dtype))
       return matmul_amx(y, x, tokens, w, bias ? bias_f32.data() : nullptr);
     if (tokens >= kBlasMinTokens && level_ >= cpu::Level::Avx2) return matmul_blas(y, x, tokens, w, bias ? bias_f32.data() : nullptr);
-    const bool half = w.dtype != DType::F32, f16 = w.dtype == DType::F16;
+    if (dtype_is_quantized(w.dtype) && quant_kernels_.dot[static_cast<int>(w.dtype)])
+      return matmul_quantized(y, x, tokens, w, bias ? bias_f32.data() : nullptr);
+    const bool half = w.dtype == DType::F16 || w.dtype == DType::BF16, f16 = w.dtype == DType::F16;
     pool_.parallel_for((rows + 3) / 4, [&](int64_t first, int64_t last, int thread) {
       std::vector<float>& scratch = scratch_[static_cast<size_t>(thread)];
       if (scratch.size() < static_cast<size_t>(4 * cols)) scratch.resize(static_cast<size_t>(4 * cols));
@@ -138,7 +147,7 @@ class CpuBackend final : public Backend {
         };
         // Groups of four tokens use rows widened to float32 once; the rest read half rows directly.
         const float* row[4] = {};
-        if (!half || tokens >= 4)
+        if (!half || tokens >= 4)  // (float32 or blocks widened to float32)
           for (int64_t i = 0; i < 4; i++) row[i] = row_as_f32(kernels_, w, r0 + std::min(i, count - 1), scratch.data() + i * cols);
         int t = 0;
         for (; t + 4 <= tokens; t += 4) {
@@ -295,6 +304,34 @@ class CpuBackend final : public Backend {
     });
   }
 
+  // Block weights against activations quantized per block: integer dot products, each weight row
+  // read once for all the tokens.
+  void matmul_quantized(float* y, const float* x, int tokens, const WeightView& w, const float* bias) {
+    const int64_t rows = w.rows, cols = w.cols;
+    const size_t values = static_cast<size_t>(tokens) * static_cast<size_t>(cols);
+    activations_q_.resize(values);
+    activation_scales_.resize(values / cpu::kActivationBlock);
+    activation_sums_.resize(values / 16);
+    pool_.parallel_for(tokens, [&](int64_t first, int64_t last, int) {
+      for (int64_t t = first; t < last; t++)
+        quant_kernels_.quantize(x + t * cols, cols, activations_q_.data() + t * cols,
+                                activation_scales_.data() + t * cols / cpu::kActivationBlock, activation_sums_.data() + t * cols / 16);
+    });
+    const auto dot = quant_kernels_.dot[static_cast<int>(w.dtype)];
+    const uint64_t row_bytes = dtype_row_bytes(w.dtype, static_cast<uint64_t>(cols));
+    pool_.parallel_for(rows, [&](int64_t first, int64_t last, int) {
+      for (int64_t r = first; r < last; r++) {
+        const void* row = static_cast<const char*>(w.data) + static_cast<uint64_t>(r) * row_bytes;
+        for (int t = 0; t < tokens; t++) {
+          const cpu::QuantizedActivations activations{activations_q_.data() + t * cols,
+                                                      activation_scales_.data() + t * cols / cpu::kActivationBlock,
+                                                      activation_sums_.data() + t * cols / 16};
+          y[t * rows + r] = dot(row, activations, cols) + (bias ? bias[r] : 0.0f);
+        }
+      }
+    }, 16);
+  }
+
   void matmul_amx(float* y, const float* x, int tokens, const WeightView& w, const float* bias) {
     const int64_t cols = amx_padded_cols(w.cols);
     // Every real token's row is written below; the padding tokens' rows only feed output rows
@@ -319,7 +356,12 @@ class CpuBackend final : public Backend {
   ThreadPool pool_;
   cpu::Level level_;
   const cpu::Kernels& kernels_;
+  const cpu::QuantKernels& quant_kernels_;
   DType compute_ = DType::F32;
+  // matmul_quantized's activations, as quant_kernels.h's QuantizedActivations.
+  std::vector<int8_t> activations_q_;
+  std::vector<float> activation_scales_;
+  std::vector<int32_t> activation_sums_;
   std::vector<uint16_t> activations_bf16_;
   std::vector<AmxScratch> amx_scratch_ = std::vector<AmxScratch>(static_cast<size_t>(pool_.size()));
   std::vector<std::vector<float>> scratch_;  // per thread: weight rows converted to float32

@@ -14,7 +14,7 @@
 #include "common/file.h"
 #include "format/manifest.h"
 #include "format/safetensors.h"
-#include "gguf/dequantize.h"
+#include "format/dequantize.h"
 #include "gguf/gguf.h"
 #include "gguf/gguf_model.h"
 
@@ -46,8 +46,8 @@ uint64_t Checkpoint::parameter_count() const {
 }
 
 void decode_rows(const TensorLocation& tensor, char* region, uint64_t rows) {
-  if (tensor.quantized)
-    dequantize_in_place(*tensor.quantized, reinterpret_cast<float*>(region), rows * tensor.row_elements());
+  if (tensor.stored != tensor.dtype)  // blocks to F32 (a vector)
+    dequantize_in_place(dtype_format(tensor.stored).ggml_type, reinterpret_cast<float*>(region), rows * tensor.row_elements());
   if (tensor.rotary_heads == 0) return;
   // Rotary order is by output feature: the rows of a matrix, the elements of a bias.
   const uint64_t features = tensor.shape.size() == 2 ? rows : tensor.row_elements();
@@ -163,12 +163,15 @@ class TensorIndex {
     const SafetensorsTensor* tensor = file.header.find(name);
     if (!tensor) fail(file.path, "missing tensor '" + name + "'");
     auto dtype = dtype_from_name(tensor->dtype_name);
-    if (!dtype)
-      fail(file.path, "tensor '" + name + "' has dtype " + tensor->dtype_name + "; supported: F32, F16, BF16");
+    if (!dtype || (dtype_is_quantized(*dtype) && checkpoint_.format != Checkpoint::Format::Split))
+      fail(file.path, "tensor '" + name + "' has dtype " + tensor->dtype_name + "; supported: F32, F16, BF16" +
+                          (checkpoint_.format == Checkpoint::Format::Split ? " and the block types " + dtype_names() : ""));
+    if (dtype_is_quantized(*dtype) && recipe.shape.size() != 2)
+      fail(file.path, "tensor '" + name + "' is a vector stored as " + tensor->dtype_name + "; vectors are stored as floats");
     if (tensor->shape != recipe.shape)
       fail(file.path, "tensor '" + name + "' has shape " + shape_text(tensor->shape) + " but config.json implies " +
                           shape_text(recipe.shape));
-    return {name, index, file.data_offset + tensor->begin, tensor->end - tensor->begin, *dtype, tensor->shape, std::nullopt, 0};
+    return {name, index, file.data_offset + tensor->begin, tensor->end - tensor->begin, *dtype, tensor->shape, *dtype, 0};
   }
 
  private:
@@ -268,7 +271,6 @@ void open_gguf(Checkpoint& checkpoint, const std::string& path) {
   checkpoint.raw_generation_config = gguf_generation_config(file);
   checkpoint.config = parse_model_config(checkpoint.raw_config, checkpoint.raw_generation_config, path);
   checkpoint.files = {path};
-  constexpr uint32_t kF32 = 0, kF16 = 1, kBF16 = 30;  // ggml type numbers
   for (auto& recipe : llama_units(checkpoint.config)) {
     UnitSource unit{recipe, {}};
     for (const auto& wanted : recipe.tensors) {
@@ -280,17 +282,13 @@ void open_gguf(Checkpoint& checkpoint, const std::string& path) {
       std::vector<int64_t> shape(info->dims.rbegin(), info->dims.rend());
       if (shape != wanted.shape)
         fail(path, "tensor '" + name + "' has shape " + shape_text(shape) + " but the metadata implies " + shape_text(wanted.shape));
-      TensorLocation location{name, 0, info->file_offset, info->bytes, DType::F32, shape, std::nullopt, 0};
-      if (info->type == kF16) {
-        location.dtype = DType::F16;
-      } else if (info->type == kBF16) {
-        location.dtype = DType::BF16;
-      } else if (info->type != kF32) {
-        if (!info->known_type || !ggml_type_dequantizable(info->type))
-          fail(path, "tensor '" + name + "' has type " + info->type_name() +
-                         ", which this build cannot load (supported: " + kDequantizableTypeNames + ")");
-        location.quantized = info->type;
-      }
+      const std::optional<DType> stored = dtype_from_ggml(info->type);
+      if (!stored)
+        fail(path, "tensor '" + name + "' has type " + info->type_name() + ", which this build cannot load (supported: " +
+                       dtype_names() + ")");
+      // Matrices keep their blocks; a vector in blocks is dequantized when loaded.
+      const DType loaded = dtype_is_quantized(*stored) && shape.size() != 2 ? DType::F32 : *stored;
+      TensorLocation location{name, 0, info->file_offset, info->bytes, loaded, shape, *stored, 0};
       location.rotary_heads = gguf_rotary_heads(name, checkpoint.raw_config);
       if (location.rotary_heads > 0 && location.rows() > 1 && location.rows() % static_cast<uint64_t>(2 * location.rotary_heads) != 0)
         fail(path, "tensor '" + name + "' rows do not divide into " + std::to_string(location.rotary_heads) + " heads");

@@ -23,9 +23,9 @@ struct TensorLocation {
   uint64_t bytes = 0;   // stored size
   DType dtype = DType::F32;    // in memory, once loaded
   std::vector<int64_t> shape;  // Hugging Face order: [rows, row length] or [length]
-  // GGUF only: the stored bytes are blocks of this ggml type (e.g. Q4_1), dequantized to F32
-  // when loaded.
-  std::optional<uint32_t> quantized;
+  // As stored in the file. Matrices keep their blocks (stored == dtype); a vector stored in
+  // blocks (a rare GGUF norm or bias) is dequantized to F32 when loaded.
+  DType stored = DType::F32;
   // GGUF only: rows stored in llama.cpp's rotary order for this many heads (attn_q, attn_k);
   // loading restores the Hugging Face order.
   int rotary_heads = 0;
@@ -33,9 +33,9 @@ struct TensorLocation {
   uint64_t rows() const { return shape.size() == 2 ? static_cast<uint64_t>(shape[0]) : 1; }
   uint64_t row_elements() const { return static_cast<uint64_t>(shape.back()); }
   uint64_t stored_row_bytes() const { return bytes / rows(); }
-  uint64_t loaded_row_bytes() const { return row_elements() * dtype_size(dtype); }
+  uint64_t loaded_row_bytes() const { return dtype_row_bytes(dtype, row_elements()); }
   uint64_t loaded_bytes() const { return rows() * loaded_row_bytes(); }
-  bool needs_decoding() const { return quantized.has_value() || rotary_heads > 0; }
+  bool needs_decoding() const { return stored != dtype || rotary_heads > 0; }
   // Rows that must be decoded together: a whole head for rotary tensors, else 1.
   uint64_t row_granularity() const { return rotary_heads > 0 ? rows() / static_cast<uint64_t>(rotary_heads) : 1; }
 };

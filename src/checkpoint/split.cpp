@@ -105,7 +105,7 @@ SafetensorsWriter::Result write_unit(const Checkpoint& source, const UnitSource&
       file.read_at(loaded.data() + loaded.size() - stored, stored, tensor.offset + row * tensor.stored_row_bytes());
       decode_rows(tensor, loaded.data(), rows);
       const uint64_t elements = rows * tensor.row_elements();
-      out.resize(elements * dtype_size(to));
+      out.resize(dtype_row_bytes(to, elements));
       convert(loaded.data(), tensor.dtype, out.data(), to, elements);
       writer.append(out.data(), out.size());
       progress.update(done += stored, unit.recipe.name);

@@ -74,6 +74,20 @@ void check_context(const ModelConfig& config, int64_t positions, bool allow_long
   if (const std::string problem = context_problem(config, positions, allow_long, what); !problem.empty()) fail(problem);
 }
 
+// "Q4_K x4, Q6_K x1, F32 x2": the weight types in memory and how many tensors hold each, the
+// stored type beside it where loading converts (a vector stored in blocks).
+static std::string weight_types(const std::vector<const TensorLocation*>& tensors) {
+  std::map<std::string, int> counts;
+  for (const TensorLocation* tensor : tensors) {
+    std::string type = dtype_name(tensor->dtype);
+    if (tensor->stored != tensor->dtype) type += std::string(" (stored ") + dtype_name(tensor->stored) + ")";
+    counts[type]++;
+  }
+  std::string text;
+  for (const auto& [type, count] : counts) text += (text.empty() ? "" : ", ") + type + " x" + std::to_string(count);
+  return text;
+}
+
 int run_info(const InfoArgs& args) {
   const std::string& model = args.model;
   const int batch = args.batch;
@@ -90,15 +104,12 @@ int run_info(const InfoArgs& args) {
   const MemoryPlan plan = engine.plan({batch, context, prompt_tokens, false});
   std::string format = "Hugging Face";
   if (checkpoint.format == Checkpoint::Format::Split) format = "layerwise split, dtype " + checkpoint.split_dtype;
-  if (checkpoint.format == Checkpoint::Format::Gguf) {
-    std::map<std::string, int> types;  // stored type -> tensors
-    for (const auto& unit : checkpoint.units)
-      for (const auto& tensor : unit.tensors) types[tensor.quantized ? ggml_type_name(*tensor.quantized) : dtype_name(tensor.dtype)]++;
-    format = "GGUF;";
-    for (const auto& [type, count] : types) format += " " + type + " x" + std::to_string(count);
-    if (types.size() > 1 || !types.count("F32")) format += "; quantized types are dequantized to F32 when loaded";
-  }
+  if (checkpoint.format == Checkpoint::Format::Gguf) format = "GGUF";
+  std::vector<const TensorLocation*> all_tensors;
+  for (const auto& unit : checkpoint.units)
+    for (const auto& tensor : unit.tensors) all_tensors.push_back(&tensor);
   std::printf("model         %s (%s)\n", model.c_str(), format.c_str());
+  std::printf("weights       %s\n", weight_types(all_tensors).c_str());
   std::printf("architecture  %s: %d layers, hidden %d, heads %d (kv %d, head_dim %d), ffn %d, vocab %d\n",
               c.architecture.c_str(), c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim,
               c.intermediate_size, c.vocab_size);
@@ -110,8 +121,11 @@ int run_info(const InfoArgs& args) {
   std::printf("units         (on disk -> in memory, in sweep order)\n");
   uint64_t total = 0, total_loaded = 0;
   for (const auto& unit : checkpoint.units) {
-    std::printf("  %-10s %s -> %s%s\n", unit.recipe.name.c_str(), format_size(unit.bytes()).c_str(),
-                format_size(unit.loaded_bytes()).c_str(), unit.recipe.kind == UnitKind::Embed ? " (rows read on demand)" : "");
+    std::vector<const TensorLocation*> tensors;
+    for (const auto& tensor : unit.tensors) tensors.push_back(&tensor);
+    std::printf("  %-10s %s -> %s  %s%s\n", unit.recipe.name.c_str(), format_size(unit.bytes()).c_str(),
+                format_size(unit.loaded_bytes()).c_str(), weight_types(tensors).c_str(),
+                unit.recipe.kind == UnitKind::Embed ? " (rows read on demand)" : "");
     total += unit.bytes();
     total_loaded += unit.loaded_bytes();
   }

@@ -2,24 +2,68 @@
 
 #include <cstring>
 
+#include "common/error.h"
+#include "format/dequantize.h"
+
 namespace lw {
 
-size_t dtype_size(DType dtype) { return dtype == DType::F32 ? 4 : 2; }
+namespace {
 
-const char* dtype_name(DType dtype) {
-  switch (dtype) {
-    case DType::F32: return "F32";
-    case DType::F16: return "F16";
-    case DType::BF16: return "BF16";
-  }
-  return "?";
+// Block sizes and bytes as ggml lays them out (ggml-common.h; gguf-py's GGML_QUANT_SIZES).
+constexpr DTypeFormat kFormats[kDTypeCount] = {
+    {DType::F32, "F32", 0, 1, 4},          {DType::F16, "F16", 1, 1, 2},
+    {DType::BF16, "BF16", 30, 1, 2},       {DType::Q8_0, "Q8_0", 8, 32, 34},
+    {DType::Q4_0, "Q4_0", 2, 32, 18},      {DType::Q4_1, "Q4_1", 3, 32, 20},
+    {DType::Q5_0, "Q5_0", 6, 32, 22},      {DType::Q5_1, "Q5_1", 7, 32, 24},
+    {DType::Q2_K, "Q2_K", 10, 256, 84},    {DType::Q3_K, "Q3_K", 11, 256, 110},
+    {DType::Q4_K, "Q4_K", 12, 256, 144},   {DType::Q5_K, "Q5_K", 13, 256, 176},
+    {DType::Q6_K, "Q6_K", 14, 256, 210},   {DType::IQ4_NL, "IQ4_NL", 20, 32, 18},
+    {DType::IQ4_XS, "IQ4_XS", 23, 256, 136},
+};
+
+}  // namespace
+
+const DTypeFormat& dtype_format(DType dtype) { return kFormats[static_cast<int>(dtype)]; }
+
+bool dtype_is_quantized(DType dtype) { return dtype_format(dtype).block_elements > 1; }
+
+size_t dtype_size(DType dtype) {
+  if (dtype_is_quantized(dtype)) fail(std::string("dtype_size: ") + dtype_name(dtype) + " is a block type");
+  return dtype_format(dtype).block_bytes;
 }
 
+uint64_t dtype_row_bytes(DType dtype, uint64_t elements) {
+  const DTypeFormat& format = dtype_format(dtype);
+  if (elements % format.block_elements != 0)
+    fail(std::to_string(elements) + " elements of type " + format.name + " are not a multiple of its block size " +
+         std::to_string(format.block_elements));
+  uint64_t bytes = 0;
+  if (__builtin_mul_overflow(elements / format.block_elements, uint64_t{format.block_bytes}, &bytes))
+    fail(std::to_string(elements) + " elements of type " + format.name + " are too many to address");
+  return bytes;
+}
+
+const char* dtype_name(DType dtype) { return dtype_format(dtype).name; }
+
 std::optional<DType> dtype_from_name(const std::string& name) {
-  if (name == "F32") return DType::F32;
-  if (name == "F16") return DType::F16;
-  if (name == "BF16") return DType::BF16;
+  for (const DTypeFormat& format : kFormats)
+    if (name == format.name) return format.dtype;
   return std::nullopt;
+}
+
+std::optional<DType> dtype_from_ggml(uint32_t ggml_type) {
+  for (const DTypeFormat& format : kFormats)
+    if (ggml_type == format.ggml_type) return format.dtype;
+  return std::nullopt;
+}
+
+const std::string& dtype_names() {
+  static const std::string names = [] {
+    std::string text;
+    for (const DTypeFormat& format : kFormats) text += (text.empty() ? "" : ", ") + std::string(format.name);
+    return text;
+  }();
+  return names;
 }
 
 std::optional<DType> dtype_from_user(const std::string& name) {
@@ -87,6 +131,10 @@ uint16_t f32_to_f16(float value) {
 }
 
 void convert_to_f32(const void* src, DType dtype, size_t n, float* dst) {
+  if (dtype_is_quantized(dtype)) {
+    dequantize_row(dtype_format(dtype).ggml_type, src, n, dst);
+    return;
+  }
   if (dtype == DType::F32) {
     std::memcpy(dst, src, n * 4);
     return;
@@ -101,14 +149,15 @@ void convert_to_f32(const void* src, DType dtype, size_t n, float* dst) {
 
 void convert(const void* src, DType from, void* dst, DType to, size_t n) {
   if (from == to) {
-    std::memcpy(dst, src, n * dtype_size(from));
+    std::memcpy(dst, src, dtype_row_bytes(from, n));
     return;
   }
-  constexpr size_t kBlock = 4096;
+  if (dtype_is_quantized(to)) fail(std::string("convert: cannot convert to block type ") + dtype_name(to));
+  constexpr size_t kBlock = 4096;  // a multiple of every block size
   float block[kBlock];
   for (size_t start = 0; start < n; start += kBlock) {
     size_t count = n - start < kBlock ? n - start : kBlock;
-    convert_to_f32(static_cast<const char*>(src) + start * dtype_size(from), from, count, block);
+    convert_to_f32(static_cast<const char*>(src) + dtype_row_bytes(from, start), from, count, block);
     if (to == DType::F32) {
       std::memcpy(static_cast<float*>(dst) + start, block, count * 4);
     } else {

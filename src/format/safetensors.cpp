@@ -83,7 +83,10 @@ SafetensorsHeader parse_safetensors_header(std::string_view text, uint64_t data_
     tensor.name = name;
     tensor.dtype_name = dtype->get<std::string>();
     tensor.element_size = element_size_of(tensor.dtype_name);
-    if (tensor.element_size == 0) fail(path, where + " has unknown dtype '" + tensor.dtype_name + "'");
+    // A split's quantized matrices: ggml blocks along each row (format/dtype.h).
+    const std::optional<DType> blocks = dtype_from_name(tensor.dtype_name);
+    const bool blocked = blocks && dtype_is_quantized(*blocks);
+    if (tensor.element_size == 0 && !blocked) fail(path, where + " has unknown dtype '" + tensor.dtype_name + "'");
     if (shape->size() > 16) fail(path, where + " has more than 16 dimensions");
     uint64_t elements = 1;
     for (const auto& dim : *shape) {
@@ -102,9 +105,17 @@ SafetensorsHeader parse_safetensors_header(std::string_view text, uint64_t data_
     if (tensor.end > data_bytes)
       fail(path, where + " has data offsets [" + std::to_string(tensor.begin) + ", " + std::to_string(tensor.end) +
                      ") past the end of the data (" + std::to_string(data_bytes) + " bytes; is the file truncated?)");
-    if (tensor.end - tensor.begin != elements * tensor.element_size)
+    uint64_t needed = elements * tensor.element_size;
+    if (blocked) {
+      const uint64_t row = tensor.shape.empty() ? 1 : static_cast<uint64_t>(tensor.shape.back());
+      if (row % dtype_format(*blocks).block_elements != 0)
+        fail(path, where + " has rows of " + std::to_string(row) + " elements, not a multiple of " + tensor.dtype_name +
+                       "'s block of " + std::to_string(dtype_format(*blocks).block_elements));
+      needed = row == 0 ? 0 : elements / row * dtype_row_bytes(*blocks, row);
+    }
+    if (tensor.end - tensor.begin != needed)
       fail(path, where + " holds " + std::to_string(tensor.end - tensor.begin) + " bytes but its shape and dtype need " +
-                     std::to_string(elements * tensor.element_size));
+                     std::to_string(needed));
     header.tensors.push_back(std::move(tensor));
   }
   std::sort(header.tensors.begin(), header.tensors.end(),
@@ -141,8 +152,9 @@ SafetensorsFile open_safetensors(const std::string& path) {
 }
 
 uint64_t TensorSpec::bytes() const {
-  uint64_t count = dtype_size(dtype);
-  for (int64_t dim : shape) count *= static_cast<uint64_t>(dim);
+  if (shape.empty()) return dtype_row_bytes(dtype, 1);
+  uint64_t count = dtype_row_bytes(dtype, static_cast<uint64_t>(shape.back()));
+  for (size_t i = 0; i + 1 < shape.size(); i++) count *= static_cast<uint64_t>(shape[i]);
   return count;
 }
 

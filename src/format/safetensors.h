@@ -14,7 +14,7 @@ namespace lw {
 struct SafetensorsTensor {
   std::string name;
   std::string dtype_name;         // as written in the file, e.g. "BF16", "I64"
-  size_t element_size = 0;        // bytes per element of dtype_name
+  size_t element_size = 0;        // bytes per element of dtype_name; 0 for the block types of a split
   std::vector<int64_t> shape;
   uint64_t begin = 0, end = 0;    // byte range within the data section
   uint64_t elements() const;

@@ -183,6 +183,18 @@ size_t gguf_scalar_size(GgufType type) {
   }
 }
 
+uint64_t ggml_row_bytes(uint32_t ggml_type, uint64_t elements) {
+  const GgmlTypeInfo* info = ggml_type_info(ggml_type);
+  if (!info) fail("ggml_row_bytes: unknown ggml type " + std::to_string(ggml_type));
+  if (elements % info->block_size != 0)
+    fail("ggml_row_bytes: " + std::to_string(elements) + " elements of type " + info->name +
+         " are not a multiple of its block size " + std::to_string(info->block_size));
+  uint64_t bytes = 0;
+  if (__builtin_mul_overflow(elements / info->block_size, uint64_t{info->type_size}, &bytes))
+    fail("ggml_row_bytes: " + std::to_string(elements) + " elements of type " + info->name + " are too many to address");
+  return bytes;
+}
+
 const GgmlTypeInfo* ggml_type_info(uint32_t type) {
   for (const auto& info : kGgmlTypes)
     if (info.id == type) return &info;

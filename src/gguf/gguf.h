@@ -94,6 +94,10 @@ struct GgmlTypeInfo {
 };
 // nullptr for a type number this reader does not know.
 const GgmlTypeInfo* ggml_type_info(uint32_t type);
+// Bytes that `elements` values of a ggml type occupy (elements must be a multiple of the block
+// size). Works for every type ggml_type_info knows; throws lw::Error for an unknown type, a count
+// that is not a multiple of the block size, or a size that overflows.
+uint64_t ggml_row_bytes(uint32_t ggml_type, uint64_t elements);
 // "Q4_K", or "unknown ggml type 33" for a number this reader does not know.
 std::string ggml_type_name(uint32_t type);
 

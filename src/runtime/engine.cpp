@@ -124,7 +124,7 @@ MeasuredSpeeds Engine::measure_speeds(const MemoryPlan& plan) const {
   for (int r = 0; r < static_cast<int>(Role::Count); r++)
     if (weights.has[r] && weights.views[r].rows > 1) {
       matrices.push_back(&weights.views[r]);
-      matrix_bytes += static_cast<uint64_t>(weights.views[r].rows) * weights.views[r].cols * dtype_size(weights.views[r].dtype);
+      matrix_bytes += static_cast<uint64_t>(weights.views[r].rows) * dtype_row_bytes(weights.views[r].dtype, static_cast<uint64_t>(weights.views[r].cols));
       widest = std::max<uint64_t>(widest, std::max(weights.views[r].rows, weights.views[r].cols));
     }
   if (matrices.empty()) return speeds;

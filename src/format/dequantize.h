@@ -1,4 +1,5 @@
-// Dequantization of ggml tensor data (GGUF files) to float32.
+// The reference dequantization of the weight types (format/dtype.h) to float32, keyed by ggml
+// type number.
 //
 // The results are bit-identical to the gguf Python package's gguf.quants.dequantize (v0.19,
 // numpy float32): every float16 scale is widened to float32 first, the per-sub-block scale
@@ -17,17 +18,8 @@
 
 namespace lw {
 
-// True for the types dequantize_row handles: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K,
-// Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS.
+// True for the types dequantize_row handles: the weight types of format/dtype.h (dtype_names()).
 bool ggml_type_dequantizable(uint32_t ggml_type);
-// Their names, for messages.
-inline constexpr const char* kDequantizableTypeNames =
-    "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS";
-
-// Bytes that `elements` values of this type occupy (elements must be a multiple of the block
-// size). Works for every type ggml_type_info knows, dequantizable or not; throws lw::Error for an
-// unknown type, a count that is not a multiple of the block size, or a size that overflows.
-uint64_t ggml_row_bytes(uint32_t ggml_type, uint64_t elements);
 
 // dst[0..elements) = the values stored in src (ggml type, `elements` a multiple of its block
 // size). src needs no alignment; src and dst must not overlap (see dequantize_in_place).

@@ -9,11 +9,11 @@
 //   - the "_1" types add their minimum last: y = d * q + m;
 //   - the IQ4 types look each nibble up in a table of int8 levels; the level is the "quant".
 //
-// This file is compiled with -ffp-contract=off (src/gguf/CMakeLists.txt): a fused multiply-add
+// This file is compiled with -ffp-contract=off (CMakeLists.txt): a fused multiply-add
 // would round once instead of twice and change the last bit. Each block kind is a function with
 // fixed-size loops over its elements so the compiler can vectorise them; the dispatch on the type
 // happens once per call, not per block or element.
-#include "gguf/dequantize.h"
+#include "format/dequantize.h"
 
 #include <cstddef>
 #include <cstring>
@@ -21,7 +21,6 @@
 
 #include "common/error.h"
 #include "format/dtype.h"
-#include "gguf/gguf.h"
 
 namespace lw {
 namespace {
@@ -323,60 +322,24 @@ void halves(const void* src, DType dtype, uint64_t n, float* dst) {
   }
 }
 
-const GgmlTypeInfo& checked_info(uint32_t type, uint64_t elements, const char* what) {
-  const GgmlTypeInfo* info = ggml_type_info(type);
-  if (!info) fail(std::string(what) + ": unknown ggml type " + std::to_string(type));
-  if (elements % info->block_size != 0)
-    fail(std::string(what) + ": " + std::to_string(elements) + " elements of type " + info->name +
-         " are not a multiple of its block size " + std::to_string(info->block_size));
-  return *info;
-}
-
-const GgmlTypeInfo& dequantizable_info(uint32_t type, uint64_t elements, const char* what) {
-  const GgmlTypeInfo& info = checked_info(type, elements, what);
-  if (!ggml_type_dequantizable(type))
-    fail(std::string(what) + ": cannot dequantize ggml type " + info.name +
-         " (supported: " + kDequantizableTypeNames + ")");
-  return info;
+const DTypeFormat& dequantizable_format(uint32_t type, uint64_t elements, const char* what) {
+  const std::optional<DType> dtype = dtype_from_ggml(type);
+  if (!dtype)
+    fail(std::string(what) + ": cannot dequantize ggml type " + std::to_string(type) + " (supported: " + dtype_names() + ")");
+  const DTypeFormat& format = dtype_format(*dtype);
+  if (elements % format.block_elements != 0)
+    fail(std::string(what) + ": " + std::to_string(elements) + " elements of type " + format.name +
+         " are not a multiple of its block size " + std::to_string(format.block_elements));
+  return format;
 }
 
 }  // namespace
 
-bool ggml_type_dequantizable(uint32_t ggml_type) {
-  switch (ggml_type) {
-    case kF32:
-    case kF16:
-    case kBF16:
-    case kQ8_0:
-    case kQ4_0:
-    case kQ4_1:
-    case kQ5_0:
-    case kQ5_1:
-    case kQ2_K:
-    case kQ3_K:
-    case kQ4_K:
-    case kQ5_K:
-    case kQ6_K:
-    case kIQ4_NL:
-    case kIQ4_XS:
-      return true;
-    default:
-      return false;
-  }
-}
-
-uint64_t ggml_row_bytes(uint32_t ggml_type, uint64_t elements) {
-  const GgmlTypeInfo& info = checked_info(ggml_type, elements, "ggml_row_bytes");
-  uint64_t bytes = 0;
-  if (__builtin_mul_overflow(elements / info.block_size, uint64_t{info.type_size}, &bytes))
-    fail("ggml_row_bytes: " + std::to_string(elements) + " elements of type " + info.name +
-         " are too many to address");
-  return bytes;
-}
+bool ggml_type_dequantizable(uint32_t ggml_type) { return dtype_from_ggml(ggml_type).has_value(); }
 
 void dequantize_row(uint32_t ggml_type, const void* src, uint64_t elements, float* dst) {
-  const GgmlTypeInfo& info = dequantizable_info(ggml_type, elements, "dequantize");
-  const uint64_t n_blocks = elements / info.block_size;
+  const DTypeFormat& info = dequantizable_format(ggml_type, elements, "dequantize");
+  const uint64_t n_blocks = elements / info.block_elements;
   switch (ggml_type) {
     case kF32: std::memcpy(dst, src, elements * 4); break;
     case kF16: halves(src, DType::F16, elements, dst); break;
@@ -398,10 +361,10 @@ void dequantize_row(uint32_t ggml_type, const void* src, uint64_t elements, floa
 }
 
 void dequantize_in_place(uint32_t ggml_type, float* buffer, uint64_t elements) {
-  const GgmlTypeInfo& info = dequantizable_info(ggml_type, elements, "dequantize_in_place");
+  const DTypeFormat& info = dequantizable_format(ggml_type, elements, "dequantize_in_place");
   if (ggml_type == kF32) return;
-  const uint64_t n_blocks = elements / info.block_size;
-  const uint64_t raw_bytes = n_blocks * info.type_size;
+  const uint64_t n_blocks = elements / info.block_elements;
+  const uint64_t raw_bytes = n_blocks * info.block_bytes;
   auto* base = reinterpret_cast<u8*>(buffer);
   const u8* raw = base + (elements * 4 - raw_bytes);
   // Chunk c of k blocks is read from raw + c*k*type_size and written to
@@ -409,11 +372,11 @@ void dequantize_in_place(uint32_t ggml_type, float* buffer, uint64_t elements) {
   // ends at (c+1)*k*s <= elements*4 - raw_bytes + (c+1)*k*t (as (c+1)*k <= n_blocks), where the
   // next chunk's raw bytes begin: a chunk's floats never reach raw data not yet copied out.
   alignas(64) u8 local[16384];
-  const uint64_t per_chunk = sizeof(local) / info.type_size;  // >= 1: every type_size < 16 KiB
+  const uint64_t per_chunk = sizeof(local) / info.block_bytes;  // >= 1: every block < 16 KiB
   for (uint64_t first = 0; first < n_blocks; first += per_chunk) {
     const uint64_t count = n_blocks - first < per_chunk ? n_blocks - first : per_chunk;
-    std::memcpy(local, raw + first * info.type_size, count * info.type_size);
-    dequantize_row(ggml_type, local, count * info.block_size, buffer + first * info.block_size);
+    std::memcpy(local, raw + first * info.block_bytes, count * info.block_bytes);
+    dequantize_row(ggml_type, local, count * info.block_elements, buffer + first * info.block_elements);
   }
 }
 
