@@ -139,78 +139,107 @@ inline __m256i chunk_scales16(__m128i scales8, int c) {
   return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales8, pick));
 }
 
+// Per chunk c (8 lanes): v[2c] * sums[2c] + v[2c+1] * sums[2c+1], v 16 int8 per 16 elements.
+inline __m256 scaled_sums(__m128i v8, const int32_t* sums16) {
+  const __m256i lo = _mm256_mullo_epi32(_mm256_cvtepi8_epi32(v8), load32(sums16));
+  const __m256i hi = _mm256_mullo_epi32(_mm256_cvtepi8_epi32(_mm_srli_si128(v8, 8)), load32(sums16 + 8));
+  return _mm256_cvtepi32_ps(_mm256_permute4x64_epi64(_mm256_hadd_epi32(lo, hi), 0xD8));
+}
+
 // ---- 32-element blocks ----
 // Each type: kBytes, kSigned (weights signed: sign trick), kMin (adds m * sum of activations),
-// weights(block) as 32 int8, d(block), m(block).
+// kOffset (unsigned weights w stand for w + kOffset: adds kOffset * d * sum of activations),
+// weights(block) as 32 int8; d is the float16 at 0, m (kMin) the one at 2.
 
 struct Q8_0 {
-  static constexpr int kBytes = 34;
+  static constexpr int kBytes = 34, kOffset = 0;
   static constexpr bool kSigned = true, kMin = false;
   static __m256i weights(const u8* b) { return load32(b + 2); }
-  static float m(const u8*) { return 0; }
 };
-struct Q4_0 {
-  static constexpr int kBytes = 18;
-  static constexpr bool kSigned = true, kMin = false;
-  static __m256i weights(const u8* b) { return _mm256_sub_epi8(nibbles32(b + 2), _mm256_set1_epi8(8)); }
-  static float m(const u8*) { return 0; }
+struct Q4_0 {  // nibble - 8: the nibbles, and -8 times the sum of the activations
+  static constexpr int kBytes = 18, kOffset = -8;
+  static constexpr bool kSigned = false, kMin = false;
+  static __m256i weights(const u8* b) { return nibbles32(b + 2); }
 };
 struct Q4_1 {
-  static constexpr int kBytes = 20;
+  static constexpr int kBytes = 20, kOffset = 0;
   static constexpr bool kSigned = false, kMin = true;
   static __m256i weights(const u8* b) { return nibbles32(b + 4); }
-  static float m(const u8* b) { return load_f16(b + 2); }
 };
-struct Q5_0 {
-  static constexpr int kBytes = 22;
-  static constexpr bool kSigned = true, kMin = false;
-  // nibble | 16 * bit, minus 16: the nibble with 0xF0 set where the bit is clear
+struct Q5_0 {  // (nibble | 16 * bit) - 16
+  static constexpr int kBytes = 22, kOffset = -16;
+  static constexpr bool kSigned = false, kMin = false;
   static __m256i weights(const u8* b) {
-    return _mm256_or_si256(nibbles32(b + 6), _mm256_andnot_si256(bits32(b + 2), _mm256_set1_epi8(static_cast<char>(0xF0))));
+    return _mm256_or_si256(nibbles32(b + 6), _mm256_and_si256(bits32(b + 2), _mm256_set1_epi8(0x10)));
   }
-  static float m(const u8*) { return 0; }
 };
 struct Q5_1 {
-  static constexpr int kBytes = 24;
+  static constexpr int kBytes = 24, kOffset = 0;
   static constexpr bool kSigned = false, kMin = true;
   static __m256i weights(const u8* b) {
     return _mm256_or_si256(nibbles32(b + 8), _mm256_and_si256(bits32(b + 4), _mm256_set1_epi8(0x10)));
   }
-  static float m(const u8* b) { return load_f16(b + 2); }
 };
 struct IQ4_NL {
-  static constexpr int kBytes = 18;
+  static constexpr int kBytes = 18, kOffset = 0;
   static constexpr bool kSigned = true, kMin = false;
   static __m256i weights(const u8* b) {
     return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(load16(kIq4Levels)), nibbles32(b + 2));
   }
-  static float m(const u8*) { return 0; }
 };
 
 template <class T>
-inline void block32(const u8* b, const QuantizedActivations& x, int64_t j, __m256& acc, float& min_acc) {
-  const __m256i w = T::weights(b), a = load32(x.q + j * 32);
-  const __m256i p = T::kSigned ? products_signed(w, a) : products_unsigned(w, a);
-  const float dx = x.scales[j];
-  acc = _mm256_fmadd_ps(chunk_sum(p), _mm256_set1_ps(load_f16(b) * dx), acc);
-  if constexpr (T::kMin) min_acc = std::fma(T::m(b) * dx, static_cast<float>(x.sums[2 * j] + x.sums[2 * j + 1]), min_acc);
+inline void block32(const u8* b, const int8_t* a, const float* coef, __m256& acc) {
+  const __m256i w = T::weights(b), v = load32(a);
+  const __m256i p = T::kSigned ? products_signed(w, v) : products_unsigned(w, v);
+  acc = _mm256_fmadd_ps(chunk_sum(p), _mm256_broadcast_ss(coef), acc);
 }
 
+// The float16 at `offset` of four consecutive blocks, as floats times dx of those blocks.
+template <class T>
+inline __m128 four_scales(const u8* b, int offset, const float* dx) {
+  uint64_t halves = 0;
+  for (int k = 0; k < 4; k++) halves |= static_cast<uint64_t>(load_u16(b + k * T::kBytes + offset)) << (16 * k);
+  return _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi64_si128(static_cast<long long>(halves))), _mm_loadu_ps(dx));
+}
+
+// Blocks in fours: their d * dx formed together (one conversion), then broadcast from memory;
+// for the types with a minimum, m * dx * (sum of the block's activations) in a vector of four.
 template <class T>
 float dot32(const void* row, const QuantizedActivations& x, int64_t n) {
   const u8* b = static_cast<const u8*>(row);
   const int64_t blocks = n / 32;
   __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-  float m0 = 0, m1 = 0, m2 = 0, m3 = 0;
+  __m128 mins = _mm_setzero_ps();
   int64_t j = 0;
   for (; j + 4 <= blocks; j += 4) {
-    block32<T>(b + j * T::kBytes, x, j, acc0, m0);
-    block32<T>(b + (j + 1) * T::kBytes, x, j + 1, acc1, m1);
-    block32<T>(b + (j + 2) * T::kBytes, x, j + 2, acc2, m2);
-    block32<T>(b + (j + 3) * T::kBytes, x, j + 3, acc3, m3);
+    const u8* p = b + j * T::kBytes;
+    const int8_t* a = x.q + j * 32;
+    alignas(16) float coef[4];
+    _mm_store_ps(coef, four_scales<T>(p, 0, x.scales + j));
+    if constexpr (T::kMin || T::kOffset != 0) {
+      const __m128 s = _mm_cvtepi32_ps(_mm_hadd_epi32(load16(x.sums + 2 * j), load16(x.sums + 2 * j + 4)));
+      if constexpr (T::kMin) mins = _mm_fmadd_ps(four_scales<T>(p, 2, x.scales + j), s, mins);
+      if constexpr (T::kOffset != 0)
+        mins = _mm_fmadd_ps(_mm_mul_ps(_mm_load_ps(coef), _mm_set1_ps(static_cast<float>(T::kOffset))), s, mins);
+    }
+    block32<T>(p, a, coef, acc0);
+    block32<T>(p + T::kBytes, a + 32, coef + 1, acc1);
+    block32<T>(p + 2 * T::kBytes, a + 64, coef + 2, acc2);
+    block32<T>(p + 3 * T::kBytes, a + 96, coef + 3, acc3);
   }
-  for (; j < blocks; j++) block32<T>(b + j * T::kBytes, x, j, acc0, m0);
-  return hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3))) + ((m0 + m1) + (m2 + m3));
+  float tail = 0;
+  for (; j < blocks; j++) {
+    const u8* p = b + j * T::kBytes;
+    const float dx = x.scales[j], coef = load_f16(p) * dx;
+    block32<T>(p, x.q + j * 32, &coef, acc0);
+    const float sum = static_cast<float>(x.sums[2 * j] + x.sums[2 * j + 1]);
+    if constexpr (T::kMin) tail = std::fma(load_f16(p + 2) * dx, sum, tail);
+    if constexpr (T::kOffset != 0) tail = std::fma(coef * static_cast<float>(T::kOffset), sum, tail);
+  }
+  __m128 m = _mm_add_ps(mins, _mm_movehl_ps(mins, mins));
+  m = _mm_add_ss(m, _mm_movehdup_ps(m));
+  return hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3))) + (_mm_cvtss_f32(m) + tail);
 }
 
 float dot_q8_0(const void* row, const QuantizedActivations& x, int64_t n) { return dot32<Q8_0>(row, x, n); }
@@ -252,11 +281,7 @@ float dot_q2_k(const void* row, const QuantizedActivations& x, int64_t n) {
     const __m128i packed = load16(b);
     const __m128i scales = _mm_and_si128(packed, _mm_set1_epi8(0x0F));
     const __m128i mins = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F));
-    const int32_t* s16 = x.sums + sb * 16;
-    const __m256i mlo = _mm256_mullo_epi32(_mm256_cvtepu8_epi32(mins), load32(s16));
-    const __m256i mhi = _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(mins, 8)), load32(s16 + 8));
-    const __m256i m32 = _mm256_permute4x64_epi64(_mm256_hadd_epi32(mlo, mhi), 0xD8);
-    acc.mins = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(load_f16(b + 82)), _mm256_cvtepi32_ps(m32)), dx, acc.mins);
+    acc.mins = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(load_f16(b + 82)), scaled_sums(mins, x.sums + sb * 16)), dx, acc.mins);
 #pragma GCC unroll 2
     for (int g = 0; g < 2; g++) {
       const __m256i q = load32(b + 16 + 32 * g);
@@ -275,15 +300,18 @@ float dot_q2_k(const void* row, const QuantizedActivations& x, int64_t n) {
 float dot_q3_k(const void* row, const QuantizedActivations& x, int64_t n) {
   const u8* base = static_cast<const u8*>(row);
   Accumulators acc;
-  const __m256i low2 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1), four = _mm256_set1_epi8(4);
+  const __m256i low2 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
   for (int64_t sb = 0; sb < n / 256; sb++) {
     const u8* b = base + sb * 110;
     const int8_t* a = x.q + sb * 256;
     alignas(32) float coef[8];
-    _mm256_store_ps(coef, _mm256_mul_ps(_mm256_set1_ps(load_f16(b + 108)), _mm256_loadu_ps(x.scales + sb * 8)));
+    const __m256 coefs = _mm256_mul_ps(_mm256_set1_ps(load_f16(b + 108)), _mm256_loadu_ps(x.scales + sb * 8));
+    _mm256_store_ps(coef, coefs);
     int8_t sc[16];
     unpack_q3_k_scales(b + 96, sc);
     const __m128i scales = load16(sc);
+    // low | 4 * bit, minus 4: the unsigned part in the integers, -4 * scale * sums in acc.mins
+    acc.mins = _mm256_fmadd_ps(_mm256_mul_ps(scaled_sums(scales, x.sums + sb * 16), _mm256_set1_ps(4)), coefs, acc.mins);
     __m256i hm = load32(b);  // bit c of byte j, for chunk c: shifted down one chunk at a time
 #pragma GCC unroll 2
     for (int g = 0; g < 2; g++) {
@@ -291,10 +319,10 @@ float dot_q3_k(const void* row, const QuantizedActivations& x, int64_t n) {
 #pragma GCC unroll 4
       for (int s = 0; s < 4; s++) {
         const int c = 4 * g + s;
-        const __m256i clear = _mm256_cmpeq_epi8(_mm256_and_si256(hm, one), _mm256_setzero_si256());
+        const __m256i high = _mm256_slli_epi16(_mm256_and_si256(hm, one), 2);
         hm = _mm256_srli_epi16(hm, 1);
-        const __m256i w = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(q, 2 * s), low2), _mm256_and_si256(clear, four));
-        const __m256i p = products_signed(w, load32(a + 32 * c));
+        const __m256i w = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * s), low2), high);
+        const __m256i p = products_unsigned(w, load32(a + 32 * c));
         add_chunk(acc, c, _mm256_madd_epi16(p, chunk_scales16(scales, c)), coef);
       }
     }
@@ -303,12 +331,24 @@ float dot_q3_k(const void* row, const QuantizedActivations& x, int64_t n) {
 }
 
 // Q4_K / Q5_K: per-32 scales go into coef, the mins into acc.mins.
+// The 12 bytes of six-bit scales and mins as 8 bytes each, four at a time in 32-bit words (as
+// unpack_k4_scales: bits 6..7 of bytes 0..7 are the high bits of scales and mins 4..7).
+inline void unpack_k4_scales_bytes(const u8* s, uint64_t& sc, uint64_t& mn) {
+  const uint32_t u0 = load_u32(s), u1 = load_u32(s + 4), u2 = load_u32(s + 8);
+  const uint32_t sc_high = (u2 & 0x0F0F0F0Fu) | ((u0 >> 2) & 0x30303030u);
+  const uint32_t mn_high = ((u2 >> 4) & 0x0F0F0F0Fu) | ((u1 >> 2) & 0x30303030u);
+  sc = (u0 & 0x3F3F3F3Fu) | (static_cast<uint64_t>(sc_high) << 32);
+  mn = (u1 & 0x3F3F3F3Fu) | (static_cast<uint64_t>(mn_high) << 32);
+}
+
 inline void k4_scales(const u8* b, const QuantizedActivations& x, int64_t sb, float* coef, Accumulators& acc) {
-  alignas(32) int32_t sc[8], mn[8];
-  unpack_k4_scales(b + 4, sc, mn);
+  uint64_t sc, mn;
+  unpack_k4_scales_bytes(b + 4, sc, mn);
   const __m256 dx = _mm256_loadu_ps(x.scales + sb * 8);
-  _mm256_store_ps(coef, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(load_f16(b)), _mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(sc)))), dx));
-  const __m256i m32 = _mm256_mullo_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(mn)), pair_sums(x.sums + sb * 16));
+  const __m256i sc32 = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(sc)));
+  const __m256i mn32 = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(mn)));
+  _mm256_store_ps(coef, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(load_f16(b)), _mm256_cvtepi32_ps(sc32)), dx));
+  const __m256i m32 = _mm256_mullo_epi32(mn32, pair_sums(x.sums + sb * 16));
   acc.mins = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(load_f16(b + 2)), _mm256_cvtepi32_ps(m32)), dx, acc.mins);
 }
 
@@ -360,13 +400,16 @@ float dot_q5_k(const void* row, const QuantizedActivations& x, int64_t n) {
 float dot_q6_k(const void* row, const QuantizedActivations& x, int64_t n) {
   const u8* base = static_cast<const u8*>(row);
   Accumulators acc;
-  const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(3), offset = _mm256_set1_epi8(32);
+  const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(3);
   for (int64_t sb = 0; sb < n / 256; sb++) {
     const u8* b = base + sb * 210;
     const int8_t* a = x.q + sb * 256;
     alignas(32) float coef[8];
-    _mm256_store_ps(coef, _mm256_mul_ps(_mm256_set1_ps(load_f16(b + 208)), _mm256_loadu_ps(x.scales + sb * 8)));
+    const __m256 coefs = _mm256_mul_ps(_mm256_set1_ps(load_f16(b + 208)), _mm256_loadu_ps(x.scales + sb * 8));
+    _mm256_store_ps(coef, coefs);
     const __m128i scales = load16(b + 192);
+    // q - 32: q in the integers, -32 * scale * sums in acc.mins
+    acc.mins = _mm256_fmadd_ps(_mm256_mul_ps(scaled_sums(scales, x.sums + sb * 16), _mm256_set1_ps(32)), coefs, acc.mins);
 #pragma GCC unroll 2
     for (int g = 0; g < 2; g++) {
       const __m256i l0 = load32(b + 64 * g), l1 = load32(b + 64 * g + 32), hb = load32(b + 128 + 32 * g);
@@ -376,8 +419,7 @@ float dot_q6_k(const void* row, const QuantizedActivations& x, int64_t n) {
       for (int k = 0; k < 4; k++) {  // elements 128g + 32k: high bits at 2k of qh
         const int c = 4 * g + k;
         const __m256i high = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * k), low2), 4);
-        const __m256i w = _mm256_sub_epi8(_mm256_or_si256(low[k], high), offset);
-        const __m256i p = products_signed(w, load32(a + 32 * c));
+        const __m256i p = products_unsigned(_mm256_or_si256(low[k], high), load32(a + 32 * c));
         add_chunk(acc, c, _mm256_madd_epi16(p, chunk_scales16(scales, c)), coef);
       }
     }
@@ -385,22 +427,34 @@ float dot_q6_k(const void* row, const QuantizedActivations& x, int64_t n) {
   return acc.sum();
 }
 
+// IQ4_XS's eight scales (offset 32 removed) as 8 int32: low nibbles from scales_l, two high bits
+// each from scales_h.
+inline __m256i iq4_xs_scales(const u8* b) {
+  const __m128i l = _mm_cvtsi32_si128(static_cast<int>(load_u32(b + 4))), mask = _mm_set1_epi8(0x0F);
+  const __m128i low = _mm_unpacklo_epi8(_mm_and_si128(l, mask), _mm_and_si128(_mm_srli_epi16(l, 4), mask));
+  const __m256i high = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(load_u16(b + 2)), _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)),
+                                        _mm256_set1_epi32(3));
+  return _mm256_sub_epi32(_mm256_or_si256(_mm256_cvtepu8_epi32(low), _mm256_slli_epi32(high, 4)), _mm256_set1_epi32(32));
+}
+
 float dot_iq4_xs(const void* row, const QuantizedActivations& x, int64_t n) {
   const u8* base = static_cast<const u8*>(row);
   Accumulators acc;
-  const __m256i levels = _mm256_broadcastsi128_si256(load16(kIq4Levels)), ones = _mm256_set1_epi16(1);
+  const __m256i levels = _mm256_broadcastsi128_si256(load16(kIq4Levels)), ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0F);
   for (int64_t sb = 0; sb < n / 256; sb++) {
     const u8* b = base + sb * 136;
     const int8_t* a = x.q + sb * 256;
-    alignas(32) int32_t ls[8];
-    unpack_iq4_xs_scales(b, ls);
     alignas(32) float coef[8];
-    _mm256_store_ps(coef, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(load_f16(b)), _mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(ls)))),
+    _mm256_store_ps(coef, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(load_f16(b)), _mm256_cvtepi32_ps(iq4_xs_scales(b))),
                                         _mm256_loadu_ps(x.scales + sb * 8)));
-#pragma GCC unroll 8
-    for (int s = 0; s < 8; s++) {
-      const __m256i w = _mm256_shuffle_epi8(levels, nibbles32(b + 8 + 16 * s));
-      add_chunk(acc, s, _mm256_madd_epi16(products_signed(w, load32(a + 32 * s)), ones), coef);
+#pragma GCC unroll 4
+    for (int t = 0; t < 4; t++) {  // sub-blocks 2t (low 128 bits of the load) and 2t + 1 (high)
+      const __m256i q = load32(b + 8 + 32 * t);
+      const __m256i lo = _mm256_and_si256(q, low4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+      const __m256i w0 = _mm256_shuffle_epi8(levels, _mm256_permute2x128_si256(lo, hi, 0x20));
+      const __m256i w1 = _mm256_shuffle_epi8(levels, _mm256_permute2x128_si256(lo, hi, 0x31));
+      add_chunk(acc, 2 * t, _mm256_madd_epi16(products_signed(w0, load32(a + 64 * t)), ones), coef);
+      add_chunk(acc, 2 * t + 1, _mm256_madd_epi16(products_signed(w1, load32(a + 64 * t + 32)), ones), coef);
     }
   }
   return acc.sum();
