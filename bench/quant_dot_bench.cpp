@@ -5,7 +5,8 @@
 //    "gb_per_s": ..., "hot_gb_per_s": ...}
 // gb_per_s: weight bytes per second over the whole matrix (larger than the caches: DRAM-bound
 // where the kernel is fast enough); hot_gb_per_s: the same on 64 rows that stay in L2 (the
-// kernel's own speed). Usage: quant_dot_bench [rows] [cols] [repeats]
+// kernel's own speed). A first line "read" times summing the bytes of a matrix as 64-bit words,
+// for comparison under the same conditions. Usage: quant_dot_bench [rows] [cols] [repeats]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -61,6 +62,23 @@ double time_rows(float (*dot)(const void*, const cpu::QuantizedActivations&, int
   return best;
 }
 
+// Best of `repeats` sums of the first `bytes` of m as 64-bit words: what reading costs here, now.
+double time_read(const uint8_t* m, size_t bytes, int repeats, uint64_t& sink) {
+  double best = 1e30;
+  for (int r = 0; r < repeats; r++) {
+    const auto start = std::chrono::steady_clock::now();
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (size_t i = 0; i + 32 <= bytes; i += 32) {
+      uint64_t w[4];
+      std::memcpy(w, m + i, 32);
+      s0 += w[0], s1 += w[1], s2 += w[2], s3 += w[3];
+    }
+    sink += s0 + s1 + s2 + s3;
+    best = std::min(best, seconds_since(start));
+  }
+  return best;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -81,6 +99,16 @@ int main(int argc, char** argv) {
   const DType types[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q2_K,
                          DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::IQ4_NL, DType::IQ4_XS};
   const cpu::Level best = cpu::detect_level();
+  {  // the machine's read speed under the same conditions, for comparison (Q8_0's matrix size)
+    const std::vector<uint8_t> m = random_matrix(DType::Q8_0, rows, cols);
+    uint64_t sink = 0;
+    const double whole = time_read(m.data(), m.size(), repeats, sink);
+    const size_t hot_bytes = m.size() / static_cast<size_t>(rows) * static_cast<size_t>(std::min<int64_t>(rows, 64));
+    const double hot = time_read(m.data(), hot_bytes, 20 * repeats, sink);
+    std::printf("{\"level\": \"read\", \"type\": \"u64 sum\", \"bytes\": %zu, \"gb_per_s\": %.2f, \"hot_gb_per_s\": %.2f, \"sink\": %llu}\n",
+                m.size(), static_cast<double>(m.size()) / whole / 1e9, static_cast<double>(hot_bytes) / hot / 1e9,
+                static_cast<unsigned long long>(sink % 10));
+  }
   for (DType t : types) {
     const std::vector<uint8_t> m = random_matrix(t, rows, cols);
     const uint64_t row_bytes = dtype_row_bytes(t, static_cast<uint64_t>(cols));

@@ -131,13 +131,24 @@ inline __m256i pair_sums(const int32_t* sums16) {
   return _mm256_permute4x64_epi64(h, 0xD8);
 }
 
-// Int16 scales of chunk c (elements 32c .. 32c+31) from 16 int8 sub-block scales: sub-block 2c
-// in the low 128 bits (products of elements 0..15), 2c+1 in the high.
-inline __m256i chunk_scales16(__m128i scales8, int c) {
-  const __m128i pick = _mm_add_epi8(_mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
-                                    _mm_set1_epi8(static_cast<char>(2 * c)));
-  return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales8, pick));
-}
+// Sixteen int8 sub-block scales (one per 16 elements) as int16, sub-blocks 0..7 in both halves
+// of halves[0], 8..15 in both halves of halves[1].
+struct SubScales {
+  __m256i halves[2];
+  explicit SubScales(__m128i scales8) {
+    const __m256i wide = _mm256_cvtepi8_epi16(scales8);
+    halves[0] = _mm256_permute2x128_si256(wide, wide, 0x00);
+    halves[1] = _mm256_permute2x128_si256(wide, wide, 0x11);
+  }
+  // Chunk c (elements 32c .. 32c+31): sub-block 2c's scale in the low 128 bits (the products of
+  // elements 0..15), 2c+1's in the high.
+  __m256i chunk(int c) const {
+    const int k = c % 4;
+    const __m256i pick = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(static_cast<short>((4 * k) | ((4 * k + 1) << 8)))),
+                                                 _mm_set1_epi16(static_cast<short>((4 * k + 2) | ((4 * k + 3) << 8))), 1);
+    return _mm256_shuffle_epi8(halves[c / 4], pick);
+  }
+};
 
 // Per chunk c (8 lanes): v[2c] * sums[2c] + v[2c+1] * sums[2c+1], v 16 int8 per 16 elements.
 inline __m256 scaled_sums(__m128i v8, const int32_t* sums16) {
@@ -281,6 +292,7 @@ float dot_q2_k(const void* row, const QuantizedActivations& x, int64_t n) {
     const __m128i packed = load16(b);
     const __m128i scales = _mm_and_si128(packed, _mm_set1_epi8(0x0F));
     const __m128i mins = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F));
+    const SubScales sub(scales);
     acc.mins = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(load_f16(b + 82)), scaled_sums(mins, x.sums + sb * 16)), dx, acc.mins);
 #pragma GCC unroll 2
     for (int g = 0; g < 2; g++) {
@@ -290,11 +302,24 @@ float dot_q2_k(const void* row, const QuantizedActivations& x, int64_t n) {
         const int c = 4 * g + s;
         const __m256i w = _mm256_and_si256(_mm256_srli_epi16(q, 2 * s), low2);
         const __m256i p = products_unsigned(w, load32(a + 32 * c));
-        add_chunk(acc, c, _mm256_madd_epi16(p, chunk_scales16(scales, c)), coef);
+        add_chunk(acc, c, _mm256_madd_epi16(p, sub.chunk(c)), coef);
       }
     }
   }
   return acc.sum();
+}
+
+// Q3_K's sixteen scales (offset 32 removed) as int8: low four bits from bytes 0..7 (low nibbles
+// for 0..7, high for 8..15), two high bits from bytes 8..11 (scale 4k + r: bits 2k of byte 8 + r).
+inline __m128i q3_k_scales(const u8* sc) {
+  uint64_t low;
+  std::memcpy(&low, sc, 8);
+  const uint32_t h = load_u32(sc + 8), m2 = 0x03030303u;
+  const uint64_t high0 = (h & m2) | (static_cast<uint64_t>((h >> 2) & m2) << 32);
+  const uint64_t high1 = ((h >> 4) & m2) | (static_cast<uint64_t>((h >> 6) & m2) << 32);
+  const uint64_t nibbles = 0x0F0F0F0F0F0F0F0Full;
+  const uint64_t s0 = (low & nibbles) | (high0 << 4), s1 = ((low >> 4) & nibbles) | (high1 << 4);
+  return _mm_sub_epi8(_mm_set_epi64x(static_cast<long long>(s1), static_cast<long long>(s0)), _mm_set1_epi8(32));
 }
 
 float dot_q3_k(const void* row, const QuantizedActivations& x, int64_t n) {
@@ -307,9 +332,8 @@ float dot_q3_k(const void* row, const QuantizedActivations& x, int64_t n) {
     alignas(32) float coef[8];
     const __m256 coefs = _mm256_mul_ps(_mm256_set1_ps(load_f16(b + 108)), _mm256_loadu_ps(x.scales + sb * 8));
     _mm256_store_ps(coef, coefs);
-    int8_t sc[16];
-    unpack_q3_k_scales(b + 96, sc);
-    const __m128i scales = load16(sc);
+    const __m128i scales = q3_k_scales(b + 96);
+    const SubScales sub(scales);
     // low | 4 * bit, minus 4: the unsigned part in the integers, -4 * scale * sums in acc.mins
     acc.mins = _mm256_fmadd_ps(_mm256_mul_ps(scaled_sums(scales, x.sums + sb * 16), _mm256_set1_ps(4)), coefs, acc.mins);
     __m256i hm = load32(b);  // bit c of byte j, for chunk c: shifted down one chunk at a time
@@ -323,7 +347,7 @@ float dot_q3_k(const void* row, const QuantizedActivations& x, int64_t n) {
         hm = _mm256_srli_epi16(hm, 1);
         const __m256i w = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * s), low2), high);
         const __m256i p = products_unsigned(w, load32(a + 32 * c));
-        add_chunk(acc, c, _mm256_madd_epi16(p, chunk_scales16(scales, c)), coef);
+        add_chunk(acc, c, _mm256_madd_epi16(p, sub.chunk(c)), coef);
       }
     }
   }
@@ -408,6 +432,7 @@ float dot_q6_k(const void* row, const QuantizedActivations& x, int64_t n) {
     const __m256 coefs = _mm256_mul_ps(_mm256_set1_ps(load_f16(b + 208)), _mm256_loadu_ps(x.scales + sb * 8));
     _mm256_store_ps(coef, coefs);
     const __m128i scales = load16(b + 192);
+    const SubScales sub(scales);
     // q - 32: q in the integers, -32 * scale * sums in acc.mins
     acc.mins = _mm256_fmadd_ps(_mm256_mul_ps(scaled_sums(scales, x.sums + sb * 16), _mm256_set1_ps(32)), coefs, acc.mins);
 #pragma GCC unroll 2
@@ -420,7 +445,7 @@ float dot_q6_k(const void* row, const QuantizedActivations& x, int64_t n) {
         const int c = 4 * g + k;
         const __m256i high = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * k), low2), 4);
         const __m256i p = products_unsigned(_mm256_or_si256(low[k], high), load32(a + 32 * c));
-        add_chunk(acc, c, _mm256_madd_epi16(p, chunk_scales16(scales, c)), coef);
+        add_chunk(acc, c, _mm256_madd_epi16(p, sub.chunk(c)), coef);
       }
     }
   }
