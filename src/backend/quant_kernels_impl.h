@@ -659,8 +659,11 @@ float dot_blocks(const void* row, const QuantizedActivations& x, int64_t n) {
       const int8_t* a = x.q + j * 32;
       int32_t integer = 0, minimum = 0;
       for (int h = 0; h < 2; h++) {
+        const int8_t* w = o.w + 32 * c + 16 * h;
+        const int8_t* v = a + 16 * h;
         int32_t sum = 0;
-        for (int i = 0; i < 16; i++) sum += o.w[32 * c + 16 * h + i] * a[16 * h + i];
+#pragma omp simd reduction(+ : sum)
+        for (int i = 0; i < 16; i++) sum += static_cast<int16_t>(w[i] * v[i]);
         integer += o.scale[2 * c + h] * sum;
         minimum += o.min[2 * c + h] * x.sums[2 * j + h];
       }
