@@ -6,6 +6,7 @@
 // budget.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -51,7 +52,13 @@ const nlohmann::json& conversations() { return goldens()["conversations"]; }
 std::vector<int> prompt_of(const nlohmann::json& conversation) { return conversation["prompt_ids"].get<std::vector<int>>(); }
 std::vector<int> greedy_of(const nlohmann::json& conversation) { return conversation["greedy"].get<std::vector<int>>(); }
 
-EngineOptions roomy() { return {2ull << 30, 2, true, false}; }
+// Float32 products on the exactly dequantized blocks: what transformers computes from the file.
+// (The default for block weights, q8, quantizes activations: Q8Products* below.)
+EngineOptions roomy() {
+  EngineOptions options{2ull << 30, 2, true, false};
+  options.compute_dtype = DType::F32;
+  return options;
+}
 
 // Largest difference between our last-position logits and the goldens' top 40 and strided values.
 double first_step_difference(const std::vector<float>& last, const nlohmann::json& first_step) {
@@ -99,6 +106,31 @@ TEST(SmolLM2, FirstStepLogitsAndGreedyIdsMatchFromTheGgufFile) {
   }
 }
 
+// The default for block weights: integer products with activations rounded to int8 per 32
+// values (README: precision). That rounding, not an error, moves the logits away from
+// transformers' float32 ones: measured 0.47 and 0.49 at the first step of the two short prompts
+// (the third is 48 tokens or more, so its prompt pass runs in float32 tiles: ~0). This guards
+// against regressions at twice that, and checks what a user sees: the same first token and the
+// same greedy text for the first 32 steps (measured: 64, 64 and 45 of 64). The quality
+// measurement proper, against llama.cpp's own integer products, is bench/quant_quality.py.
+TEST(SmolLM2, Q8ProductsStayCloseToTheFloatModel) {
+  EngineOptions options = roomy();
+  options.compute_dtype = std::nullopt;
+  Engine engine(gguf_path(), options);
+  ASSERT_EQ(engine.compute_dtype(), DType::Q8_0);
+  const size_t vocab = static_cast<size_t>(engine.config().vocab_size);
+  GenerateOptions generate_options;
+  generate_options.max_new_tokens = 32;
+  generate_options.stop_at_eos = false;
+  for (const auto& conversation : conversations()) {
+    const auto last = last_position(prompt_logits(engine, {prompt_of(conversation)})[0], vocab);
+    EXPECT_LT(first_step_difference(last, conversation["first_step"]), 1.0);
+    EXPECT_EQ(std::max_element(last.begin(), last.end()) - last.begin(), conversation["first_step"]["top"][0][0].get<long>());
+    const auto greedy = greedy_of(conversation);
+    EXPECT_EQ(generate(engine, {prompt_of(conversation)}, generate_options)[0], std::vector<int>(greedy.begin(), greedy.begin() + 32));
+  }
+}
+
 TEST(SmolLM2, SplitDirectoryAndLeastBudgetGiveTheSameIdsAsTransformers) {
   std::vector<std::vector<int>> prompts;
   size_t total = 0, longest = 0;
@@ -119,7 +151,9 @@ TEST(SmolLM2, SplitDirectoryAndLeastBudgetGiveTheSameIdsAsTransformers) {
   // One prompt at the least budget: nothing resident, every layer re-read (and dequantized) each step.
   const RunShape shape{1, static_cast<int>(prompts[0].size()) + 64, static_cast<int>(prompts[0].size()), false};
   const uint64_t least = Engine(gguf_path(), roomy()).plan(shape).minimum_budget;  // its own layout's least
-  Engine streamed(gguf_path(), {least, 2, true, false});
+  EngineOptions least_options = roomy();
+  least_options.max_memory = least;
+  Engine streamed(gguf_path(), least_options);
   EXPECT_EQ(generate(streamed, {prompts[0]}, options)[0], greedy_of(conversations()[0]));
   const EngineStats stats = streamed.stats();
   EXPECT_GE(stats.sweeps, 64);
@@ -130,12 +164,13 @@ TEST(SmolLM2, SplitDirectoryAndLeastBudgetGiveTheSameIdsAsTransformers) {
 TEST(SmolLM2, CliChatsWithTheGgufFile) {
   const auto& first = conversations()[0];
   auto result = test::layerwise({"generate", "--model", gguf_path(), "--chat", "--prompt", first["message"].get<std::string>(),
-                                 "--max-new-tokens", "64", "--ignore-eos", "--output-ids", "--quiet"});
+                                 "--max-new-tokens", "64", "--ignore-eos", "--output-ids", "--compute-dtype", "f32", "--quiet"});
   ASSERT_EQ(result.exit_code, 0) << result.err;
   EXPECT_EQ(test::parse_ids(result.out), greedy_of(first));
 
   // `chat` stops at the end of the turn and prints the reply.
-  result = test::layerwise({"chat", "--model", gguf_path(), "--message", first["message"].get<std::string>(), "--quiet"});
+  result = test::layerwise(
+      {"chat", "--model", gguf_path(), "--message", first["message"].get<std::string>(), "--compute-dtype", "f32", "--quiet"});
   ASSERT_EQ(result.exit_code, 0) << result.err;
   EXPECT_EQ(result.out, first["reply"].get<std::string>() + "\n");
 
@@ -154,7 +189,8 @@ TEST(SmolLM2, ScoresMultipleChoiceRowsAsTransformers) {
   for (const auto& row : model["rows"])
     input += nlohmann::json({{"id", row["id"]}, {"prefix", row["prefix"]}, {"choices", row["choices"]}}).dump() + "\n";
   test::write_file(dir / "rows.jsonl", input);
-  const auto result = test::layerwise({"score", "--model", gguf_path(), "--input", dir / "rows.jsonl", "--quiet"});
+  const auto result =
+      test::layerwise({"score", "--model", gguf_path(), "--input", dir / "rows.jsonl", "--compute-dtype", "f32", "--quiet"});
   ASSERT_EQ(result.exit_code, 0) << result.err;
   std::istringstream lines(result.out);
   size_t r = 0;

@@ -64,9 +64,12 @@ class Backend {
   virtual float* allocate(size_t floats) = 0;
   virtual void release(float* buffer) = 0;
 
-  // The precision of matrix products: F32 (the default) multiplies in float32; BF16 lets the
-  // backend round activations and weights to bfloat16 and accumulate in float32 on matrix units
-  // (the CPU backend: AMX, for products of 16 tokens or more). Other operations stay float32.
+  // The precision of matrix products: F32 (the default) multiplies in float32 (block weights
+  // dequantized exactly); BF16 lets the backend round activations and weights to bfloat16 and
+  // accumulate in float32 on matrix units (the CPU backend: AMX, for products of 16 tokens or
+  // more); Q8_0 multiplies block weights as integers with activations quantized to int8 per 32
+  // values (the CPU backend: below 48 tokens; quant_kernels.h), float weights as F32. Other
+  // operations stay float32.
   virtual void set_compute_dtype(DType dtype) = 0;
   virtual DType compute_dtype() const = 0;
   // Where BF16 products actually run on matrix units ("amx"), or "" when they fall back to F32.

@@ -134,7 +134,7 @@ class CpuBackend final : public Backend {
     if (compute_ == DType::BF16 && tokens >= kAmxMinTokens && level_ == cpu::Level::Amx && !dtype_is_quantized(w.dtype))
       return matmul_amx(y, x, tokens, w, bias ? bias_f32.data() : nullptr);
     if (tokens >= kBlasMinTokens && level_ >= cpu::Level::Avx2) return matmul_blas(y, x, tokens, w, bias ? bias_f32.data() : nullptr);
-    if (dtype_is_quantized(w.dtype) && quant_kernels_.dot[static_cast<int>(w.dtype)])
+    if (compute_ == DType::Q8_0 && dtype_is_quantized(w.dtype) && quant_kernels_.dot[static_cast<int>(w.dtype)])
       return matmul_quantized(y, x, tokens, w, bias ? bias_f32.data() : nullptr);
     const bool half = w.dtype == DType::F16 || w.dtype == DType::BF16, f16 = w.dtype == DType::F16;
     pool_.parallel_for((rows + 3) / 4, [&](int64_t first, int64_t last, int thread) {

@@ -78,9 +78,11 @@ void add_run_options(CLI::App* command, RunOptions& run) {
   command->add_option("--threads", run.threads, "Compute threads (default: all cores; at most the cores there are)")
       ->check(number(Wanted::PositiveInteger));
   command->add_option("--compute-dtype", run.compute_dtype,
-                      "Precision of matrix products: f32, or bf16 (AMX where the CPU has it; activations rounded to "
-                      "bfloat16). Default: bf16 for BF16 checkpoints, else f32")
-      ->check(CLI::IsMember({"f32", "bf16", "float32", "bfloat16"}));
+                      "Precision of matrix products: f32; bf16 (AMX where the CPU has it; activations rounded to "
+                      "bfloat16); or q8 (block-quantized weights times activations quantized to int8 per 32 values, "
+                      "integer products, below 48 tokens a pass). Default: q8 when any matrix is block-quantized, bf16 "
+                      "for BF16 checkpoints, else f32")
+      ->check(CLI::IsMember({"f32", "bf16", "q8", "float32", "bfloat16"}));
   command->add_option("--io", run.io,
                       "Read weights through the page cache (cached), around it with O_DIRECT (direct), or decide from "
                       "whether they can stay cached beside the budget (auto)")

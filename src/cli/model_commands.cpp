@@ -21,6 +21,8 @@ uint64_t memory_option(const std::string& text) { return text.empty() ? 0 : pars
 
 std::string compute_description(const Engine& engine) {
   const std::string kernels = std::string(", ") + engine.kernel_set() + " kernels, " + std::to_string(engine.threads()) + " threads";
+  if (engine.compute_dtype() == DType::Q8_0)
+    return "q8 matrix products on weight blocks (int8 activations per 32 values; float32 tiles from 48 tokens a pass)" + kernels;
   if (engine.compute_dtype() != DType::BF16) return "f32 matrix products" + kernels;
   return *engine.matrix_units() ? "bf16 matrix products (AMX tiles when 16 tokens or more pass a layer)" + kernels
                                 : "bf16 requested, but no AMX here: f32 matrix products" + kernels;
@@ -34,7 +36,8 @@ EngineOptions engine_options(const RunOptions& run) {
     threads = cores;
   }
   EngineOptions options{memory_option(run.max_memory), threads, !run.no_prefetch};
-  if (!run.compute_dtype.empty()) options.compute_dtype = dtype_from_user(run.compute_dtype);
+  if (run.compute_dtype == "q8") options.compute_dtype = DType::Q8_0;
+  else if (!run.compute_dtype.empty()) options.compute_dtype = dtype_from_user(run.compute_dtype);
   options.io_mode = parse_io_mode(run.io);
   return options;
 }

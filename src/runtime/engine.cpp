@@ -54,11 +54,13 @@ Engine::Engine(const std::string& model_path, const EngineOptions& options)
     : options_(options), checkpoint_(Checkpoint::open(model_path)) {
   budget_ = options.max_memory ? options.max_memory : current_rss_bytes() + available_memory_bytes() / 10 * 8;
   backend_ = make_cpu_backend(options.threads);
-  bool all_bf16 = true;
+  bool all_bf16 = true, any_blocks = false;
   for (const auto& unit : checkpoint_.units)
-    for (const auto& tensor : unit.tensors)
+    for (const auto& tensor : unit.tensors) {
       if (tensor.shape.size() == 2 && tensor.dtype != DType::BF16) all_bf16 = false;
-  backend_->set_compute_dtype(options.compute_dtype.value_or(all_bf16 ? DType::BF16 : DType::F32));
+      if (dtype_is_quantized(tensor.dtype)) any_blocks = true;
+    }
+  backend_->set_compute_dtype(options.compute_dtype.value_or(any_blocks ? DType::Q8_0 : all_bf16 ? DType::BF16 : DType::F32));
   embedding_ = std::make_unique<EmbeddingReader>(checkpoint_);
 }
 

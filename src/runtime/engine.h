@@ -26,9 +26,10 @@ struct EngineOptions {
   // true: the budget also covers the process itself (code, libraries, heap so far), as the CLI
   // promises; false: only what the engine allocates (embedders that budget their own process).
   bool count_process = true;
-  // Precision of matrix products (Backend::set_compute_dtype). Unset: BF16 for checkpoints whose
+  // Precision of matrix products (Backend::set_compute_dtype). Unset: Q8_0 (integer products)
+  // when any matrix is stored in blocks, as llama.cpp computes them; BF16 for checkpoints whose
   // matrices are all stored in BF16 (computed as transformers computes them: BF16 products,
-  // F32 accumulation), F32 for everything else.
+  // F32 accumulation); F32 for everything else.
   std::optional<DType> compute_dtype = std::nullopt;
   IoMode io_mode = IoMode::Auto;  // reads through the page cache or around it (plan/plan.h)
 };
