@@ -228,6 +228,14 @@ void k4_superblock(DType type, const float* x, int nmax, float rmin, int nstep, 
   store_u16(b, scale_f16(type, max_scale / 63.0f));
   store_u16(b + 2, scale_f16(type, max_min / 63.0f));
   const float d = f16_value(b), dmin = f16_value(b + 2);
+  if (d == 0.0f && max_scale > 0.0f) {
+    // Values so small that the super-block scale is below float16's smallest subnormal: the
+    // block is stored as zeros (its minimums alone would only add offsets). A block of
+    // constant sub-blocks (max_scale 0) keeps its minimums below.
+    std::memset(b, 0, 16);
+    std::fill(L, L + 256, u8{0});
+    return;
+  }
   for (int j = 0; j < 8; j++) {
     const float dl = d * static_cast<float>(sc[j]);
     if (dl == 0.0f) continue;
