@@ -185,6 +185,10 @@ TEST(CliQuantize, GeneratedCheckpointGetsRealKBlocks) {
     const std::string out = dir / ("split-" + c.scheme);
     auto split = layerwise({"split", "--model", dir / "hf", "--out", out, "--quantize", c.scheme, "--verify", "--quiet"});
     ASSERT_EQ(split.exit_code, 0) << split.err;
+#if !defined(__SANITIZE_ADDRESS__)
+    // Chunks of rows, as a plain split: measured 43 MiB for the 16-layer shape (40 MiB plain).
+    EXPECT_LT(split.peak_rss_kib, 64 * 1024) << "split --quantize " << c.scheme;
+#endif
     const auto types = manifest_types(out);
     for (const auto& [name, type] : c.expected) EXPECT_EQ(types.at(name), type) << name;
     auto info = layerwise({"info", "--model", out, "--no-measure"});
@@ -205,7 +209,13 @@ TEST(CliQuantize, GgufSourcesFloatYesBlocksNo) {
   ASSERT_EQ(split.exit_code, 0) << split.err;
   const auto types = manifest_types(dir / "q8");
   EXPECT_EQ(types.at("model.layers.0.self_attn.q_proj.weight"), "Q8_0");
-  EXPECT_EQ(greedy(dir / "q8", "1 5 9", 4).size(), 4u);
+  // The GGUF's q/k rows come back in Hugging Face order before quantization: the split agrees
+  // with the GGUF file (measured: the same 8 greedy ids, worst |delta log-likelihood| 0.083 per
+  // token).
+  const std::string gguf = test::fixture("gguf_models/gqa-f16.gguf");
+  EXPECT_EQ(greedy(dir / "q8", "1 5 9", 8), greedy(gguf, "1 5 9", 8));
+  const std::string input = write_score_input(dir, 128);
+  EXPECT_LT(worst_per_token(scores(dir / "q8", input), scores(gguf, input), 4), 0.12);
   // Blocks are not quantized again.
   auto refused = layerwise({"split", "--model", test::fixture("gguf_models/mha-q8_0.gguf"), "--out", dir / "again", "--quantize",
                             "q4_k", "--quiet"});
