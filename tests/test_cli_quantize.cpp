@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -262,6 +263,26 @@ TEST(CliQuantize, ManifestTensorTypesAreChecked) {
   auto old = layerwise({"generate", "--model", out, "--prompt-ids", "1 2", "--max-new-tokens", "2", "--output-ids"});
   EXPECT_EQ(old.exit_code, 0) << old.err;
   EXPECT_EQ(layerwise({"split", "--verify", "--out", out, "--quiet"}).exit_code, 0);
+}
+
+// A non-finite weight stops the split naming the tensor and the row; nothing looks complete.
+TEST(CliQuantize, NonFiniteWeightsStopTheSplit) {
+  test::TempDir dir;
+  const std::string model = dir / "model";
+  test::copy_dir(test::fixture("mha-f32"), model);
+  std::string bytes = test::read_file(model + "/model.safetensors");
+  uint64_t header_size = 0;
+  std::memcpy(&header_size, bytes.data(), 8);
+  const auto header = nlohmann::json::parse(bytes.substr(8, header_size));
+  const std::string name = "model.layers.1.mlp.up_proj.weight";
+  const uint64_t begin = header[name]["data_offsets"][0].get<uint64_t>();
+  const uint64_t row_bytes = 32 * 4;  // hidden 32, F32
+  const float nan = NAN;
+  std::memcpy(bytes.data() + 8 + header_size + begin + 5 * row_bytes + 12, &nan, 4);  // row 5
+  test::write_file(model + "/model.safetensors", bytes);
+  auto result = layerwise({"split", "--model", model, "--out", dir / "out", "--quantize", "q8_0", "--quiet"});
+  expect_failure(result, 1, "tensor '" + name + "': Q8_0 quantization: element 3 of row 5 is not finite (nan)");
+  EXPECT_FALSE(std::filesystem::exists(dir / "out/manifest.json"));
 }
 
 // The resume journal knows the scheme: an interrupted q8_0 split is not continued as q4_0.

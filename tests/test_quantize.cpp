@@ -173,6 +173,14 @@ TEST(Quantize, HugeAndTinyValues) {
   x[5] = 1e9f;
   std::vector<uint8_t> out(1024);
   for (DType type : kAll) EXPECT_THROW(quantize_row(type, x.data(), x.size(), out.data()), Error) << dtype_name(type);
+  std::vector<float> rows(512, 0.5f);
+  rows[256 + 9] = 1e9f;
+  try {
+    quantize_rows(DType::Q8_0, rows.data(), 2, 256, out.data(), 40);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("Q8_0 quantization: row 41: a block scale of"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Quantize, RefusesWhatItCannotWrite) {

@@ -108,11 +108,11 @@ std::vector<DType> unit_types(const Checkpoint& source, const UnitSource& unit, 
 }
 
 // quantize_rows over the machine's cores (rows split evenly; the first error is rethrown).
-void quantize_rows_parallel(DType to, const float* x, uint64_t rows, uint64_t n, char* out) {
+void quantize_rows_parallel(DType to, const float* x, uint64_t rows, uint64_t n, char* out, uint64_t first_row) {
   const uint64_t row_bytes = dtype_row_bytes(to, n);
   const uint64_t threads = std::min<uint64_t>(std::max(1u, std::thread::hardware_concurrency()), rows);
   if (threads <= 1 || rows * n < (uint64_t{1} << 16)) {
-    quantize_rows(to, x, rows, n, out);
+    quantize_rows(to, x, rows, n, out, first_row);
     return;
   }
   std::vector<std::thread> pool;
@@ -121,7 +121,7 @@ void quantize_rows_parallel(DType to, const float* x, uint64_t rows, uint64_t n,
     const uint64_t begin = rows * t / threads, end = rows * (t + 1) / threads;
     pool.emplace_back([&, t, begin, end] {
       try {
-        quantize_rows(to, x + begin * n, end - begin, n, out + begin * row_bytes);
+        quantize_rows(to, x + begin * n, end - begin, n, out + begin * row_bytes, first_row + begin);
       } catch (...) {
         errors[t] = std::current_exception();
       }
@@ -160,10 +160,9 @@ SafetensorsWriter::Result write_unit(const Checkpoint& source, const UnitSource&
         floats.resize(elements);
         convert(loaded.data(), tensor.dtype, floats.data(), DType::F32, elements);
         try {
-          quantize_rows_parallel(to, floats.data(), rows, tensor.row_elements(), out.data());
+          quantize_rows_parallel(to, floats.data(), rows, tensor.row_elements(), out.data(), row);
         } catch (const Error& problem) {
-          fail(source.path, "tensor '" + tensor.name + "', rows " + std::to_string(row) + ".." +
-                                std::to_string(row + rows - 1) + ": " + problem.what());
+          fail(source.path, "tensor '" + tensor.name + "': " + problem.what());
         }
       } else {
         convert(loaded.data(), tensor.dtype, out.data(), to, elements);

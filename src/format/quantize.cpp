@@ -441,36 +441,49 @@ BlockFn block_function(DType type) {
 
 bool dtype_quantizable(DType type) { return block_function(type) != nullptr; }
 
-void quantize_row(DType type, const float* x, uint64_t n, void* out) {
+namespace {
+
+// `row` names the row in messages (-1: a single row, unnamed).
+void quantize_one(DType type, const float* x, uint64_t n, void* out, int64_t row) {
   if (!dtype_is_quantized(type)) {
     convert(x, DType::F32, out, type, n);
     return;
   }
+  const std::string what = std::string(dtype_name(type)) + " quantization";
+  const std::string where = row < 0 ? "the row" : "row " + std::to_string(row);
   const BlockFn block = block_function(type);
-  if (!block) fail(std::string(dtype_name(type)) + " quantization", "is not supported (only read, never written)");
+  if (!block) fail(what, "is not supported (only read, never written)");
   const DTypeFormat& format = dtype_format(type);
   if (n % format.block_elements != 0)
-    fail(std::string(dtype_name(type)) + " quantization",
-         "a row of " + std::to_string(n) + " elements is not a multiple of the block size " +
-             std::to_string(format.block_elements));
+    fail(what, "a row of " + std::to_string(n) + " elements is not a multiple of the block size " +
+                   std::to_string(format.block_elements));
   for (uint64_t i = 0; i < n; i++)
     if (!std::isfinite(x[i]))
-      fail(std::string(dtype_name(type)) + " quantization",
-           "element " + std::to_string(i) + " of the row is not finite (" + std::to_string(x[i]) + ")");
+      fail(what, "element " + std::to_string(i) + " of " + where + " is not finite (" + std::to_string(x[i]) + ")");
   auto* dst = static_cast<u8*>(out);
   const uint64_t blocks = n / format.block_elements;
-  // Each block goes through an aligned local buffer (block functions use memcpy/bytes only, but
-  // keep int8 views on a local copy for the few that reinterpret).
-  alignas(16) u8 local[256];
-  for (uint64_t i = 0; i < blocks; i++) {
-    block(x + i * format.block_elements, local);
-    std::memcpy(dst + i * format.block_bytes, local, format.block_bytes);
+  alignas(16) u8 local[256];  // the largest block (Q6_K) is 210 bytes
+  try {
+    for (uint64_t i = 0; i < blocks; i++) {
+      block(x + i * format.block_elements, local);
+      std::memcpy(dst + i * format.block_bytes, local, format.block_bytes);
+    }
+  } catch (const Error& problem) {
+    if (row < 0) throw;
+    std::string message = problem.what();
+    if (message.starts_with(what + ": ")) message.erase(0, what.size() + 2);
+    fail(what, where + ": " + message);
   }
 }
 
-void quantize_rows(DType type, const float* x, uint64_t rows, uint64_t n, void* out) {
+}  // namespace
+
+void quantize_row(DType type, const float* x, uint64_t n, void* out) { quantize_one(type, x, n, out, -1); }
+
+void quantize_rows(DType type, const float* x, uint64_t rows, uint64_t n, void* out, uint64_t first_row) {
   const uint64_t row_bytes = dtype_row_bytes(type, n);
-  for (uint64_t r = 0; r < rows; r++) quantize_row(type, x + r * n, n, static_cast<u8*>(out) + r * row_bytes);
+  for (uint64_t r = 0; r < rows; r++)
+    quantize_one(type, x + r * n, n, static_cast<u8*>(out) + r * row_bytes, static_cast<int64_t>(first_row + r));
 }
 
 }  // namespace lw

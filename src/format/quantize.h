@@ -32,7 +32,8 @@ bool dtype_quantizable(DType type);
 // (F32, F16, BF16) this is a plain conversion. `out` needs no alignment.
 void quantize_row(DType type, const float* x, uint64_t n, void* out);
 
-// The same for `rows` rows of `n` elements each, laid out one after another.
-void quantize_rows(DType type, const float* x, uint64_t rows, uint64_t n, void* out);
+// The same for `rows` rows of `n` elements each, laid out one after another. Errors name the
+// row, counting from `first_row`.
+void quantize_rows(DType type, const float* x, uint64_t rows, uint64_t n, void* out, uint64_t first_row = 0);
 
 }  // namespace lw
