@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's command-line tools (llama-perplexity, llama-bench, llama-tokenize) for the
-# comparison in bench/score_bench.py, from the llama.cpp source vendored in PyPI's
+# Builds llama.cpp's command-line tools (llama-perplexity, llama-bench, llama-tokenize,
+# llama-quantize) for the comparisons in bench/, from the llama.cpp source vendored in PyPI's
 # llama-cpp-python sdist (PyPI is the only registry this project reaches; the sdist carries the
 # whole llama.cpp tree under vendor/llama.cpp).
 #
@@ -8,10 +8,10 @@
 #
 # Prints that folder (and nothing else) on stdout; progress goes to stderr. Idempotent: when the
 # binaries are there it prints the folder at once. CPU only (GGML_NATIVE, no CUDA, no BLAS), static
-# libraries so the binaries stand alone, -j2. Needs cmake, g++, make and python3 with pip (the
+# libraries so the binaries stand alone, -j2. Needs cmake, g++, make and python3 (the
 # Debian packages scripts/install-deps.sh installs). Everything goes under
 # ${LAYERWISE_CACHE_DIR:-$HOME/.cache/layerwise}/llama.cpp-<version>/:
-#   llama_cpp_python-<version>.tar.gz   the sdist (pip download)
+#   llama_cpp_python-<version>.tar.gz   the sdist (from PyPI's simple index, sha256 checked)
 #   src/                                vendor/llama.cpp from it
 #   build/                              the cmake build
 #   bin/                                llama-perplexity, llama-bench, llama-tokenize, BUILD-INFO
@@ -24,7 +24,7 @@ VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 CACHE="${LAYERWISE_CACHE_DIR:-$HOME/.cache/layerwise}"
 HOME_DIR="$CACHE/llama.cpp-$VERSION"
 BIN="$HOME_DIR/bin"
-TOOLS=(llama-perplexity llama-bench llama-tokenize)
+TOOLS=(llama-perplexity llama-bench llama-tokenize llama-quantize)
 JOBS="${LLAMA_CPP_JOBS:-2}"
 
 log() { echo "build_llama_cpp: $*" >&2; }
@@ -50,11 +50,24 @@ start=$(date +%s)
 SDIST="$HOME_DIR/llama_cpp_python-$VERSION.tar.gz"
 if [[ ! -f "$SDIST" ]]; then
     log "downloading the llama-cpp-python $VERSION sdist from PyPI"
-    tmp=$(mktemp -d "$HOME_DIR/download.XXXXXX")
-    python3 -m pip download "llama-cpp-python==$VERSION" --no-deps --no-binary :all: -d "$tmp" \
-        --disable-pip-version-check -q >&2
-    mv "$tmp/llama_cpp_python-$VERSION.tar.gz" "$SDIST"
-    rm -rf "$tmp"
+    # Straight from PyPI's simple index, checked against its sha256: `pip download --no-binary`
+    # would build the sdist's metadata, and with it every build dependency from source.
+    python3 - "$VERSION" "$SDIST" <<'PY' >&2
+import hashlib, os, re, sys, urllib.request
+version, target = sys.argv[1], sys.argv[2]
+index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+page = urllib.request.urlopen(index + "/llama-cpp-python/", timeout=120).read().decode()
+found = re.search(r'href="([^"]*llama_cpp_python-%s\.tar\.gz)#sha256=([0-9a-f]{64})"' % re.escape(version), page)
+if not found:
+    sys.exit("build_llama_cpp: no llama_cpp_python-%s.tar.gz in %s/llama-cpp-python/" % (version, index))
+url = urllib.parse.urljoin(index + "/llama-cpp-python/", found.group(1))
+data = urllib.request.urlopen(url, timeout=600).read()
+if hashlib.sha256(data).hexdigest() != found.group(2):
+    sys.exit("build_llama_cpp: %s does not match the index's sha256" % url)
+with open(target + ".part", "wb") as f:
+    f.write(data)
+os.replace(target + ".part", target)
+PY
 fi
 
 SRC="$HOME_DIR/src"

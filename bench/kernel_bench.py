@@ -2,13 +2,14 @@
 """Kernel benchmark: layerwise's prefill and decode speed, fully resident, against llama.cpp's
 llama-bench on the same GGUF file and against this machine's measured ceilings, in one run.
 
-    python3 bench/kernel_bench.py [--shape tinyllama-1.1b] [--dtypes f32,f16,bf16] [--prompt 512]
+    python3 bench/kernel_bench.py [--shape tinyllama-1.1b] [--dtypes f32,f16,bf16,q4_0,q4_k_m,...] [--prompt 512]
         [--decode 64] [--threads N] [--repeat 3] [--workdir DIR] [--keep] [--json OUT] [--no-llama]
 
 Steps: describe the machine; run build/hw_probe with the same threads (read and copy bandwidth,
 FP32 FMA and AMX BF16 peaks); then for each dtype write a random-weight checkpoint
 (build/make_checkpoint), convert it to a GGUF file of the same dtype (bench/hf_to_gguf.py), delete
-the checkpoint, and run on that one file, interleaved, a warm-up round (not counted) and --repeat
+the checkpoint (for q4_0, q4_k_m, q8_0, iq4_xs, q5_k_m, q6_k: an F16 GGUF file quantized by
+llama.cpp's llama-quantize, then deleted), and run on that one file, interleaved, a warm-up round (not counted) and --repeat
 counted rounds of: `layerwise bench --prompt PROMPT --decode DECODE --repeat 1 --json` (our
 counterpart of llama-bench: the model read once, a warm-up pass, then a PROMPT-token prefill and
 DECODE one-token steps from an empty cache on random ids; F16 files twice, computing in float32 as
@@ -36,14 +37,21 @@ from stream_bench import (run_main, engine_tools, find_llama_cpp, ROOT, BenchErr
 from stream_bench import spawn as spawn_process  # noqa: E402
 
 HF_TO_GGUF = os.path.join(ROOT, "bench", "hf_to_gguf.py")
-DTYPES = ("f32", "f16", "bf16")
+# Quantized files: an F16 GGUF file made as for "f16", then llama.cpp's llama-quantize to this
+# type (its own name for it), the F16 file deleted.
+QUANTIZED = {"q4_0": "Q4_0", "q4_k_m": "Q4_K_M", "q8_0": "Q8_0", "iq4_xs": "IQ4_XS", "q5_k_m": "Q5_K_M",
+             "q6_k": "Q6_K"}
+DTYPES = ("f32", "f16", "bf16") + tuple(QUANTIZED)
 # Our runs of each checkpoint dtype: (precision of the products, extra flags). F16 checkpoints
-# multiply in float32 unless asked for BF16 (AMX).
+# multiply in float32 unless asked for BF16 (AMX); quantized files run on their blocks ("q":
+# integer products in decode, blocks widened to float tiles in prefill).
 VARIANTS = {"f32": [("f32", [])], "f16": [("f32", []), ("bf16", ["--compute-dtype", "bf16"])], "bf16": [("bf16", [])]}
-# Targets (GitHub issue 6): decode at least as fast as llama.cpp and at 90 % of the read
-# bandwidth; a 512-token prefill 5x llama.cpp's for F16/BF16 and at least its speed for F32.
-DECODE_VS_LLAMA, DECODE_VS_BANDWIDTH = 1.0, 0.90
-PREFILL_VS_LLAMA = {"f32": 1.0, "bf16": 5.0}  # by the precision of our products
+VARIANTS.update({q: [("q", [])] for q in QUANTIZED})
+# Targets (GitHub issues 6 and 13): decode at least as fast as llama.cpp and at 90 % (85 % for
+# quantized files) of the read bandwidth; a 512-token prefill 5x llama.cpp's for F16/BF16, 1.5x for
+# quantized files and at least its speed for F32.
+DECODE_VS_LLAMA, DECODE_VS_BANDWIDTH = 1.0, {"f32": 0.90, "bf16": 0.90, "q": 0.85}
+PREFILL_VS_LLAMA = {"f32": 1.0, "bf16": 5.0, "q": 1.5}  # by the precision of our products
 TARGET_PROMPT = 512
 # A run during which other processes used more than this share of the machine's CPUs is flagged.
 BUSY_SHARE = 0.15
@@ -258,6 +266,11 @@ def run_llama_bench(name, command, prompt, decode, timeout):
     return run
 
 
+def products_of(s):
+    """The key of a summary's targets: "bf16" on AMX, "q" for a quantized file, else "f32"."""
+    return "bf16" if s["uses_amx"] else ("q" if s["precision"] == "q" else "f32")
+
+
 def bench_dtype(args, dtype, tools, shape, scratch, probe):
     """Makes the dtype's GGUF file and runs the rounds; returns its entry for the results. The
     checkpoint is deleted once the GGUF file exists, the GGUF file after the runs (unless --keep),
@@ -273,20 +286,32 @@ def bench_dtype(args, dtype, tools, shape, scratch, probe):
 
 
 def run_dtype(args, dtype, tools, shape, scratch, probe, hf_dir, gguf_path):
-    layerwise, make_checkpoint, llama_bench = tools
+    layerwise, make_checkpoint, llama_bench, llama_quantize = tools
     entry = {"dtype": dtype, "error": None, "ours": {}, "llama": []}
-    _, model_bytes = checkpoint_bytes(shape, dtype)
+    made = "f16" if dtype in QUANTIZED else dtype  # what make_checkpoint and hf_to_gguf.py write
+    _, model_bytes = checkpoint_bytes(shape, made)
     free = shutil.disk_usage(scratch).free
     if free < 2.05 * model_bytes:
         raise BenchError("not enough disk space in %s for the %s checkpoint and its GGUF file: %s free, %s needed" % (
             scratch, dtype, fmt_size(free), fmt_size(2.05 * model_bytes)))
     say()
     say("%s: %s %s, %s" % (dtype.upper(), args.shape, dtype, fmt_size(model_bytes)))
-    seconds, _ = run_tool([make_checkpoint, "--shape", args.shape, "--dtype", dtype, "--out", hf_dir, "--quiet"],
+    seconds, _ = run_tool([make_checkpoint, "--shape", args.shape, "--dtype", made, "--out", hf_dir, "--quiet"],
                           "make_checkpoint")
     say("    wrote %s in %.1f s" % (fmt_size(os.path.getsize(os.path.join(hf_dir, "model.safetensors"))), seconds))
-    seconds, _ = run_tool([sys.executable, HF_TO_GGUF, hf_dir, gguf_path, "--outtype", dtype], "hf_to_gguf.py")
-    shutil.rmtree(hf_dir)  # the GGUF file is what both engines read
+    float_path = gguf_path + ".f16.gguf" if dtype in QUANTIZED else gguf_path
+    try:
+        seconds, _ = run_tool([sys.executable, HF_TO_GGUF, hf_dir, float_path, "--outtype", made], "hf_to_gguf.py")
+        shutil.rmtree(hf_dir)  # the GGUF file is what both engines read
+        if dtype in QUANTIZED:
+            if not llama_quantize:
+                raise BenchError("%s files are made by llama.cpp's llama-quantize (not with --no-llama)" % dtype)
+            quantized, _ = run_tool([llama_quantize, float_path, gguf_path, QUANTIZED[dtype], str(args.threads)],
+                                    "llama-quantize")
+            seconds += quantized
+    finally:
+        if float_path != gguf_path and os.path.exists(float_path):
+            os.remove(float_path)
     work = gguf_work(gguf_path, shape)
     entry["gguf"] = gguf_path
     entry["work"] = work
@@ -389,16 +414,17 @@ def summarize_dtype(args, entry, probe):
 def targets_for(args, s):
     """[(regime, text, met: True/False/None)] for one summary (one precision of our products)."""
     out = []
-    need = PREFILL_VS_LLAMA["bf16" if s["uses_amx"] else "f32"]
+    need = PREFILL_VS_LLAMA[products_of(s)]
     note = "" if args.prompt == TARGET_PROMPT else " (the target is for %d tokens; this run used %d)" % (
         TARGET_PROMPT, args.prompt)
     met = None if s["prefill_ratio"] is None else s["prefill_ratio"] >= need
     out.append(("prefill", "prefill >= %.1fx llama.cpp%s" % (need, note), met))
     parts = [s["decode_ratio"] >= DECODE_VS_LLAMA if s["decode_ratio"] is not None else None,
-             s["decode_of_bandwidth"] >= DECODE_VS_BANDWIDTH if s["decode_of_bandwidth"] is not None else None]
+             s["decode_of_bandwidth"] >= DECODE_VS_BANDWIDTH[products_of(s)] if s["decode_of_bandwidth"] is not None
+             else None]
     met = False if False in parts else (None if None in parts else True)
     out.append(("decode", "decode >= %.1fx llama.cpp and >= %.0f%% of read bandwidth" % (
-        DECODE_VS_LLAMA, 100 * DECODE_VS_BANDWIDTH), met))
+        DECODE_VS_LLAMA, 100 * DECODE_VS_BANDWIDTH[products_of(s)]), met))
     return out
 
 
@@ -417,7 +443,7 @@ def report(args, entries, probe, results):
             rows.append([dtype, "FAILED: %s" % entry["error"][:70]] + [""] * (len(headers) - 2))
             continue
         for s in entry["summaries"]:
-            precision = "bf16 (AMX)" if s["uses_amx"] else "f32"
+            precision = {"bf16": "bf16 (AMX)", "q": "blocks", "f32": "f32"}[products_of(s)]
             busy = {k: " *" if v is not None and v > BUSY_SHARE else "" for k, v in s["others_share_max"].items()}
             rows.append([dtype, precision, "prefill %d" % args.prompt,
                          "%.1f%s" % (s["ours_prefill_tps"], busy["ours_prefill"]) if s["ours_prefill_tps"] else "FAILED",
@@ -504,7 +530,8 @@ def main():
     parser.add_argument("--shape", default="tinyllama-1.1b", choices=sorted(shapes),
                         help="checkpoint shape (make_checkpoint; default tinyllama-1.1b)")
     parser.add_argument("--dtypes", default="f32,f16,bf16",
-                        help="comma-separated checkpoint and GGUF dtypes (default f32,f16,bf16)")
+                        help="comma-separated checkpoint and GGUF dtypes: f32, f16, bf16, or a type llama-quantize "
+                        "makes from the F16 file: %s (default f32,f16,bf16)" % ", ".join(QUANTIZED))
     parser.add_argument("--prompt", type=int, default=512, help="prefill prompt tokens (default 512)")
     parser.add_argument("--decode", type=int, default=64, help="decode tokens (default 64)")
     parser.add_argument("--threads", type=int, default=usable_cpus(),
@@ -554,13 +581,17 @@ def main():
             version, os.path.join(args.build_dir, "layerwise"),
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.path.getmtime(layerwise))), bin_dir))
         results["engine_version"] = version
-        llama_bench = None
+        llama_bench = llama_quantize = None
         if not args.no_llama:
             bin_dir, info = find_llama_cpp(args.llama_bin, "llama-bench")
             llama_bench, results["llama_cpp"] = os.path.join(bin_dir, "llama-bench"), {"bin": bin_dir, "info": info}
+            if any(d in QUANTIZED for d in dtypes):
+                llama_quantize = os.path.join(bin_dir, "llama-quantize")
+                if not os.access(llama_quantize, os.X_OK):
+                    raise BenchError("%s not found (bench/build_llama_cpp.sh builds it)" % llama_quantize)
 
         shape = shapes[args.shape]
-        sizes = {d: checkpoint_bytes(shape, d)[1] for d in dtypes}
+        sizes = {d: checkpoint_bytes(shape, "f16" if d in QUANTIZED else d)[1] for d in dtypes}
         # One dtype at a time: its checkpoint and GGUF file together (the checkpoint is deleted once the file
         # exists, the file after the runs unless --keep, when every file stays).
         needed = max(2 * sizes[d] for d in dtypes) if not args.keep else \
@@ -588,7 +619,8 @@ def main():
         made_models = True
         for dtype in dtypes:
             try:
-                entry = bench_dtype(args, dtype, (layerwise, make_checkpoint, llama_bench), shape, scratch, probe)
+                entry = bench_dtype(args, dtype, (layerwise, make_checkpoint, llama_bench, llama_quantize), shape, scratch,
+                                    probe)
             except (BenchError, OSError, ValueError, KeyError) as e:  # the next dtype may still run
                 say("  !! %s failed: %s" % (dtype, e))
                 entry = {"dtype": dtype, "error": (str(e).splitlines() or [type(e).__name__])[0],

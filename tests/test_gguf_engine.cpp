@@ -67,6 +67,17 @@ TEST_P(GgufModel, SplitAndMinimumBudgetGiveIdenticalLogits) {
   EXPECT_EQ(result.units_written, static_cast<int>(resident.checkpoint().units.size()));
   Engine split(dir / "split", roomy());
   EXPECT_EQ(prompt_logits(split, prompts), expected);
+  // The split holds each tensor as the file stores it (blocks stay blocks), in as many bytes.
+  for (size_t u = 0; u < resident.checkpoint().units.size(); u++) {
+    const UnitSource& from = resident.checkpoint().units[u];
+    const UnitSource& to = split.checkpoint().units[u];
+    EXPECT_EQ(to.loaded_bytes(), from.loaded_bytes()) << from.recipe.name;
+    for (size_t i = 0; i < from.tensors.size(); i++) {
+      EXPECT_EQ(to.tensors[i].dtype, from.tensors[i].dtype) << from.tensors[i].name;
+      EXPECT_EQ(to.tensors[i].stored, from.tensors[i].dtype) << from.tensors[i].name;
+    }
+  }
+  EXPECT_EQ(verify_split(dir / "split", true), static_cast<int>(resident.checkpoint().units.size()));
 
   size_t total = 0, longest = 0;
   for (const auto& p : prompts) total += p.size(), longest = std::max(longest, p.size());
@@ -155,7 +166,7 @@ size_t after_gguf_string(const std::string& bytes, const std::string& text) {
 struct HostileCase {
   const char* what;
   std::string bytes;
-  const char* says;  // part of the expected message
+  std::string says;  // part of the expected message
 };
 
 std::vector<HostileCase> hostile_files() {
@@ -179,6 +190,21 @@ std::vector<HostileCase> hostile_files() {
     std::memcpy(type.data() + at + 4 + 8 * dims, &unknown, 4);
   }
   cases.push_back({"unknown tensor type", type, "unknown ggml type 250"});
+  std::string unsupported = good;
+  {  // the last tensor (its data ends the file) as Q8_1, the file cut to its size
+    const GgufFile file = GgufFile::open(model_path("mha-q8_0.gguf"));
+    const GgufTensorInfo* last = &file.tensors().front();
+    for (const auto& info : file.tensors())
+      if (info.file_offset > last->file_offset) last = &info;
+    const size_t at = after_gguf_string(unsupported, last->name);
+    uint32_t dims = 0;
+    std::memcpy(&dims, unsupported.data() + at, 4);
+    const uint32_t q8_1 = 9;
+    std::memcpy(unsupported.data() + at + 4 + 8 * dims, &q8_1, 4);
+    unsupported.resize(last->file_offset + ggml_row_bytes(q8_1, last->elements()));
+    cases.push_back({"a known type this build does not compute on", unsupported,
+                     "tensor '" + last->name + "' has type Q8_1, which this build cannot load (supported: F32, F16, BF16, Q8_0, Q4_0"});
+  }
   std::string architecture = good;
   {  // key | u32 value type (8 = string) | string value
     const size_t at = after_gguf_string(architecture, "general.architecture") + 4 + 8;

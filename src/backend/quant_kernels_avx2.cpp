@@ -3,6 +3,6 @@
 
 namespace lw::cpu {
 
-extern const QuantKernels kAvx2QuantKernels = {quantize_impl, {}};
+extern const QuantKernels kAvx2QuantKernels = make_quant_kernels();
 
 }  // namespace lw::cpu

@@ -3,6 +3,6 @@
 
 namespace lw::cpu {
 
-extern const QuantKernels kPortableQuantKernels = {quantize_impl, {}};
+extern const QuantKernels kPortableQuantKernels = make_quant_kernels();
 
 }  // namespace lw::cpu

@@ -59,6 +59,7 @@ struct ScoreArgs {
 struct PerplexityArgs {
   RunOptions run;
   std::string text;
+  std::string save_logprobs, kl_divergence;  // files (score/divergence.h)
   int context = 0, stride = 0;
 };
 

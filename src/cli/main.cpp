@@ -152,6 +152,12 @@ int main(int argc, char** argv) {
       ->check(number(Wanted::PositiveInteger, 2));
   perplexity->add_option("--stride", perplexity_args.stride, "Tokens between window starts (default: half the window)")
       ->check(number(Wanted::PositiveInteger));
+  perplexity->add_option("--save-logprobs", perplexity_args.save_logprobs,
+                         "Also write every scored position's log-probabilities to this file (float32, vocab x tokens: "
+                         "large), for --kl-divergence runs of another model on the same text");
+  perplexity->add_option("--kl-divergence", perplexity_args.kl_divergence,
+                         "Also report the KL divergence of this model's next-token distributions from those a "
+                         "--save-logprobs run wrote to this file (same text, tokenizer and vocabulary)");
 
   BenchArgs bench_args;
   auto* bench = app.add_subcommand("bench", "Prefill and decode speed on random token ids, measured as llama.cpp's llama-bench does");

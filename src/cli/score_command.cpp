@@ -22,6 +22,7 @@
 #include "common/progress.h"
 #include "common/sizes.h"
 #include "common/system.h"
+#include "score/divergence.h"
 #include "score/score.h"
 
 namespace lw::cli {
@@ -147,16 +148,30 @@ void remove_output_and_die(int signal) {
   std::raise(signal);
 }
 
+// While it lives, SIGINT, SIGTERM and SIGHUP remove `temp` before they end the run. Made before
+// the file is created: a signal between the two would leave it behind.
+class RemovedOnSignal {
+ public:
+  explicit RemovedOnSignal(const std::string& temp) {
+    if (temp.size() >= sizeof interrupted_output) fail(temp, "path too long");
+    std::memcpy(interrupted_output, temp.c_str(), temp.size() + 1);
+    for (int signal : {SIGINT, SIGTERM, SIGHUP}) std::signal(signal, remove_output_and_die);
+  }
+  ~RemovedOnSignal() { release(); }
+  RemovedOnSignal(const RemovedOnSignal&) = delete;
+  RemovedOnSignal& operator=(const RemovedOnSignal&) = delete;
+  void release() {
+    for (int signal : {SIGINT, SIGTERM, SIGHUP}) std::signal(signal, SIG_DFL);
+  }
+};
+
 // Results go to stdout, or to a file that appears complete or not at all.
 class Output {
  public:
   explicit Output(const std::string& path) : path_(path) {
     if (path.empty()) return;
     temp_ = path + ".tmp";
-    if (temp_.size() >= sizeof interrupted_output) fail(path, "path too long");
-    // Handlers first: a signal between creating the file and installing them would leave it.
-    std::memcpy(interrupted_output, temp_.c_str(), temp_.size() + 1);
-    for (int signal : {SIGINT, SIGTERM, SIGHUP}) std::signal(signal, remove_output_and_die);
+    guard_.emplace(temp_);
     file_ = std::fopen(temp_.c_str(), "w");
     if (!file_) fail(path, "cannot create");
   }
@@ -165,7 +180,6 @@ class Output {
       std::fclose(file_);
       std::remove(temp_.c_str());
     }
-    release_signals();
   }
   void line(const nlohmann::ordered_json& json) {
     const std::string text = json.dump() + "\n";
@@ -180,16 +194,12 @@ class Output {
       std::remove(temp_.c_str());
       fail(path_, "cannot write");
     }
-    release_signals();
+    guard_.reset();
   }
 
  private:
-  void release_signals() {
-    if (temp_.empty()) return;
-    for (int signal : {SIGINT, SIGTERM, SIGHUP}) std::signal(signal, SIG_DFL);
-  }
-
   std::string path_, temp_;
+  std::optional<RemovedOnSignal> guard_;
   FILE* file_ = nullptr;
 };
 
@@ -292,21 +302,40 @@ int run_perplexity(const PerplexityArgs& args) {
   const int context = args.context > 0 ? args.context : static_cast<int>(std::min<int64_t>(context_limit(engine.config()), 4096));
   check_context(engine.config(), context, args.run.allow_long_context, "windows of --context " + std::to_string(context) + " tokens");
   const int stride = args.stride > 0 ? args.stride : std::max(1, context / 2);
+  const int vocab = engine.config().vocab_size;
+  std::optional<DivergenceMeter> divergence;
+  if (!args.kl_divergence.empty()) divergence.emplace(args.kl_divergence, vocab, ids);
+  std::optional<RemovedOnSignal> guard;
+  std::optional<LogprobWriter> saved;
+  if (!args.save_logprobs.empty()) {
+    guard.emplace(args.save_logprobs + ".tmp");
+    saved.emplace(args.save_logprobs, vocab, ids);
+  }
   std::optional<Progress> progress;
-  const PerplexityResult result = perplexity(engine, ids, context, stride, [&](int done, int windows) {
-    if (!progress) progress.emplace("perplexity: windows", static_cast<uint64_t>(windows), args.run.quiet);
-    progress->update(static_cast<uint64_t>(done));
-  });
+  const PerplexityResult result = perplexity(
+      engine, ids, context, stride,
+      [&](int done, int windows) {
+        if (!progress) progress.emplace("perplexity: windows", static_cast<uint64_t>(windows), args.run.quiet);
+        progress->update(static_cast<uint64_t>(done));
+      },
+      [&](size_t position, const float* logits, int) {
+        if (saved) saved->add(position, logits);
+        if (divergence) divergence->add(position, logits);
+      });
   if (progress) progress->finish();
-  std::printf("%s\n", nlohmann::ordered_json({{"perplexity", result.perplexity()},
-                                      {"nll_sum", result.nll_sum},
-                                      {"tokens_scored", result.tokens_scored},
-                                      {"text_tokens", ids.size()},
-                                      {"windows", result.windows},
-                                      {"context", context},
-                                      {"stride", stride}})
-                          .dump()
-                          .c_str());
+  if (saved) saved->commit();
+  nlohmann::ordered_json json = {{"perplexity", result.perplexity()}, {"nll_sum", result.nll_sum},
+                                 {"tokens_scored", result.tokens_scored}, {"text_tokens", ids.size()},
+                                 {"windows", result.windows}, {"context", context}, {"stride", stride}};
+  if (divergence) {
+    const DivergenceSummary d = divergence->summary();
+    json["kl_divergence"] = {{"mean", d.mean}, {"mean_error", d.mean_error}, {"median", d.median}, {"p99", d.p99},
+                             {"max", d.max}, {"same_top_token", d.same_top}, {"tokens", d.tokens}};
+    if (!args.run.quiet)
+      std::fprintf(stderr, "KL divergence from %s: mean %.6f +- %.6f, median %.6f, p99 %.6f, max %.6f; same top token %.2f%%\n",
+                   args.kl_divergence.c_str(), d.mean, d.mean_error, d.median, d.p99, d.max, 100 * d.same_top);
+  }
+  std::printf("%s\n", json.dump().c_str());
   if (!args.run.quiet) {
     std::fprintf(stderr, "perplexity %.4f over %zu tokens (%d windows of up to %d tokens, stride %d)\n", result.perplexity(),
                  result.tokens_scored, result.windows, context, stride);

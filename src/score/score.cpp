@@ -188,6 +188,9 @@ std::vector<RowScore> score_rows(Engine& engine, const std::vector<ScoreRow>& in
           const float* row_logits = logits + i * static_cast<size_t>(vocab);
           const Distribution d = distribution(row_logits, vocab);
           for (const Target& target : *row_targets[chunk_first + i]) {
+            if (options.on_logits)
+              options.on_logits(options.share_prefix ? target.row : origin[target.row].first,
+                                options.share_prefix ? target.choice : origin[target.row].second, target.token, row_logits, vocab);
             const double logprob = d.log_probability(row_logits, target.id);
             const bool greedy = d.best == target.id;
             const size_t r = options.share_prefix ? target.row : origin[target.row].first;
@@ -221,21 +224,25 @@ std::vector<RowScore> score_rows(Engine& engine, const std::vector<ScoreRow>& in
 double PerplexityResult::perplexity() const { return tokens_scored ? std::exp(nll_sum / static_cast<double>(tokens_scored)) : 0; }
 
 PerplexityResult perplexity(Engine& engine, const std::vector<int>& tokens, int context, int stride,
-                            const std::function<void(int, int)>& on_progress) {
+                            const std::function<void(int, int)>& on_progress,
+                            const std::function<void(size_t, const float*, int)>& on_logits) {
   if (context < 2) fail("--context must be at least 2 tokens");
   if (stride < 1 || stride > context) fail("--stride must be between 1 and --context");
   if (tokens.size() < 2) fail("the text has fewer than 2 tokens: nothing to score");
   // Windows as the transformers guide makes them; window w scores its last trg_len tokens,
   // except its first token (nothing predicts it).
   std::vector<ScoreRow> windows;
+  std::vector<size_t> first_scored;  // per window: the text position of its first scored token
   size_t previous_end = 0;
   for (size_t begin = 0; begin < tokens.size(); begin += static_cast<size_t>(stride)) {
     const size_t end = std::min(begin + static_cast<size_t>(context), tokens.size());
     const size_t target_length = end - previous_end;
     const size_t split = std::max<size_t>(1, end - begin - target_length);
-    if (split < end - begin)
+    if (split < end - begin) {
+      first_scored.push_back(begin + split);
       windows.push_back({std::vector<int>(tokens.begin() + static_cast<long>(begin), tokens.begin() + static_cast<long>(begin + split)),
                          {std::vector<int>(tokens.begin() + static_cast<long>(begin + split), tokens.begin() + static_cast<long>(end))}});
+    }
     previous_end = end;
     if (end == tokens.size()) break;
   }
@@ -248,6 +255,10 @@ PerplexityResult perplexity(Engine& engine, const std::vector<int>& tokens, int 
     result.tokens_scored += static_cast<size_t>(score.choices[0].tokens);
     if (on_progress) on_progress(++done, result.windows);
   };
+  if (on_logits)
+    options.on_logits = [&](size_t row, int, int token, const float* logits, int vocab) {
+      on_logits(first_scored[row] + static_cast<size_t>(token), logits, vocab);
+    };
   score_rows(engine, windows, options);
   return result;
 }

@@ -43,6 +43,9 @@ struct ScoreOptions {
   int max_rows_per_batch = 0;
   // Called in input order as rows finish (index, score).
   std::function<void(size_t, const RowScore&)> on_row;
+  // Called with the logits (vocab floats) that predict token `token` of choice `choice` of row
+  // `row`, as they are computed (rows interleave).
+  std::function<void(size_t row, int choice, int token, const float* logits, int vocab)> on_logits;
 };
 
 struct ScoreStats {
@@ -66,7 +69,10 @@ struct PerplexityResult {
 // transformers' sliding-window perplexity: windows of at most `context` tokens starting every
 // `stride` tokens; each window scores only the tokens the previous window did not reach (its
 // first token never: it has no prediction). stride <= context.
+// on_logits, when set, gets the logits (vocab floats) that predict tokens[position], for every
+// scored position (each of 1 .. tokens.size() - 1 exactly once), in no particular order.
 PerplexityResult perplexity(Engine& engine, const std::vector<int>& tokens, int context, int stride,
-                            const std::function<void(int windows_done, int windows)>& on_progress = {});
+                            const std::function<void(int windows_done, int windows)>& on_progress = {},
+                            const std::function<void(size_t position, const float* logits, int vocab)>& on_logits = {});
 
 }  // namespace lw
