@@ -257,6 +257,21 @@ void open_split(Checkpoint& checkpoint, const fs::path& dir) {
     checkpoint.file_xxh3[static_cast<size_t>(file_index)] = listed.xxh3;
     UnitSource unit{recipes[u], {}};
     for (const auto& tensor : recipes[u].tensors) unit.tensors.push_back(index.locate(file_index, tensor.name, tensor));
+    // The manifest's per-tensor types (splits since --quantize) must be what the file holds.
+    if (!listed.tensors.empty()) {
+      if (listed.tensors.size() != unit.tensors.size())
+        fail(manifest_path, "unit file '" + listed.file + "' lists " + std::to_string(listed.tensors.size()) +
+                                " tensor types but the unit has " + std::to_string(unit.tensors.size()) + " tensors");
+      for (const auto& [name, type] : listed.tensors) {
+        const TensorLocation* found = nullptr;
+        for (const auto& tensor : unit.tensors)
+          if (tensor.name == name) found = &tensor;
+        if (!found)
+          fail(manifest_path, "unit file '" + listed.file + "' lists tensor '" + name + "', which the unit does not hold");
+        if (type != dtype_name(found->stored))
+          fail(unit_path, "tensor '" + name + "' is " + dtype_name(found->stored) + " but the manifest says " + type);
+      }
+    }
     checkpoint.units.push_back(std::move(unit));
   }
   std::vector<StoredTensor> stored;

@@ -9,15 +9,18 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "checkpoint/checkpoint.h"
 #include "common/error.h"
 #include "common/file.h"
 #include "common/progress.h"
 #include "format/manifest.h"
+#include "format/quantize.h"
 #include "format/safetensors.h"
 #include "gguf/gguf.h"
 #include "gguf/gguf_tokenizer.h"
@@ -84,18 +87,65 @@ uint64_t hash_file(const std::string& path, Progress& progress, uint64_t& done) 
   return hash;
 }
 
-// Writes one unit's tensors (converted to `dtype` if set), reading the source in chunks.
+// The type each of the unit's tensors is stored in.
+std::vector<DType> unit_types(const Checkpoint& source, const UnitSource& unit, const SplitOptions& options) {
+  std::vector<DType> types;
+  for (size_t i = 0; i < unit.tensors.size(); i++) {
+    const TensorLocation& tensor = unit.tensors[i];
+    if (options.quantize.empty()) {
+      types.push_back(options.dtype.value_or(tensor.dtype));
+      continue;
+    }
+    if (dtype_is_quantized(tensor.stored))
+      fail(source.path, std::string("tensor '") + tensor.name + "' is already quantized (" + dtype_name(tensor.stored) +
+                            "); --quantize needs a float source (F32, F16 or BF16): quantizing blocks again would add "
+                            "a second rounding error, so split the float checkpoint instead");
+    types.push_back(split_tensor_type(options.quantize, unit.recipe.tensors[i].role, unit.recipe.layer,
+                                      source.config.num_layers, source.config.tie_word_embeddings, tensor.shape,
+                                      tensor.dtype));
+  }
+  return types;
+}
+
+// quantize_rows over the machine's cores (rows split evenly; the first error is rethrown).
+void quantize_rows_parallel(DType to, const float* x, uint64_t rows, uint64_t n, char* out, uint64_t first_row) {
+  const uint64_t row_bytes = dtype_row_bytes(to, n);
+  const uint64_t threads = std::min<uint64_t>(std::max(1u, std::thread::hardware_concurrency()), rows);
+  if (threads <= 1 || rows * n < (uint64_t{1} << 16)) {
+    quantize_rows(to, x, rows, n, out, first_row);
+    return;
+  }
+  std::vector<std::thread> pool;
+  std::vector<std::exception_ptr> errors(threads);
+  for (uint64_t t = 0; t < threads; t++) {
+    const uint64_t begin = rows * t / threads, end = rows * (t + 1) / threads;
+    pool.emplace_back([&, t, begin, end] {
+      try {
+        quantize_rows(to, x + begin * n, end - begin, n, out + begin * row_bytes, first_row + begin);
+      } catch (...) {
+        errors[t] = std::current_exception();
+      }
+    });
+  }
+  for (auto& thread : pool) thread.join();
+  for (const auto& error : errors)
+    if (error) std::rethrow_exception(error);
+}
+
+// Writes one unit's tensors in `types`, reading the source in chunks of rows (quantized chunks
+// go through float32 first, so memory stays a few chunks whatever the tensor's size).
 SafetensorsWriter::Result write_unit(const Checkpoint& source, const UnitSource& unit, const fs::path& path,
-                                     std::optional<DType> dtype, Progress& progress, uint64_t& done) {
+                                     const std::vector<DType>& types, Progress& progress, uint64_t& done) {
   std::vector<TensorSpec> specs;
-  for (size_t i = 0; i < unit.tensors.size(); i++)
-    specs.push_back({unit.recipe.tensors[i].name, dtype.value_or(unit.tensors[i].dtype), unit.tensors[i].shape});
+  for (size_t i = 0; i < unit.tensors.size(); i++) specs.push_back({unit.recipe.tensors[i].name, types[i], unit.tensors[i].shape});
   SafetensorsWriter writer(path.string(), specs, {{"format", "pt"}, {"layerwise_unit", unit.recipe.name}});
   std::vector<char> loaded, out;
+  std::vector<float> floats;
   for (size_t i = 0; i < unit.tensors.size(); i++) {
     const TensorLocation& tensor = unit.tensors[i];
     const File file(source.files[static_cast<size_t>(tensor.file)]);
     const DType to = specs[i].dtype;
+    const bool quantize = dtype_is_quantized(to) && to != tensor.dtype;
     // Whole rows (whole heads for rotary tensors) at a time, about kChunkBytes each.
     const uint64_t granularity = tensor.row_granularity();
     const uint64_t chunk_rows = std::max<uint64_t>(1, kChunkBytes / tensor.loaded_row_bytes() / granularity) * granularity;
@@ -106,7 +156,17 @@ SafetensorsWriter::Result write_unit(const Checkpoint& source, const UnitSource&
       decode_rows(tensor, loaded.data(), rows);
       const uint64_t elements = rows * tensor.row_elements();
       out.resize(dtype_row_bytes(to, elements));
-      convert(loaded.data(), tensor.dtype, out.data(), to, elements);
+      if (quantize) {
+        floats.resize(elements);
+        convert(loaded.data(), tensor.dtype, floats.data(), DType::F32, elements);
+        try {
+          quantize_rows_parallel(to, floats.data(), rows, tensor.row_elements(), out.data(), row);
+        } catch (const Error& problem) {
+          fail(source.path, "tensor '" + tensor.name + "': " + problem.what());
+        }
+      } else {
+        convert(loaded.data(), tensor.dtype, out.data(), to, elements);
+      }
       writer.append(out.data(), out.size());
       progress.update(done += stored, unit.recipe.name);
     }
@@ -114,7 +174,59 @@ SafetensorsWriter::Result write_unit(const Checkpoint& source, const UnitSource&
   return writer.commit();
 }
 
+struct Scheme {
+  const char* name;
+  DType type;
+};
+constexpr Scheme kSchemes[] = {{"q8_0", DType::Q8_0}, {"q4_0", DType::Q4_0}, {"q4_k", DType::Q4_K},
+                               {"q5_k", DType::Q5_K}, {"q6_k", DType::Q6_K}, {"iq4_xs", DType::IQ4_XS},
+                               {"q4_k_m", DType::Q4_K}};
+
+// llama.cpp's use_more_bits: the first and last eighth of the layers and every third between.
+bool use_more_bits(int layer, int layers) {
+  return layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2;
+}
+
 }  // namespace
+
+const std::string& quantize_schemes() {
+  static const std::string names = [] {
+    std::string text;
+    for (const auto& scheme : kSchemes) text += (text.empty() ? "" : ", ") + std::string(scheme.name);
+    return text;
+  }();
+  return names;
+}
+
+bool quantize_scheme_known(const std::string& scheme) {
+  return std::any_of(std::begin(kSchemes), std::end(kSchemes), [&](const Scheme& s) { return scheme == s.name; });
+}
+
+DType split_tensor_type(const std::string& scheme, Role role, int layer, int layers, bool tied_embeddings,
+                        const std::vector<int64_t>& shape, DType source) {
+  if (shape.size() != 2) return source;
+  const Scheme* found = nullptr;
+  for (const auto& s : kSchemes)
+    if (scheme == s.name) found = &s;
+  if (!found) fail("--quantize " + scheme, "is not a quantization scheme (choose one of " + quantize_schemes() + ")");
+  DType type = found->type;
+  if (scheme == "q4_k_m") {
+    if (role == Role::LmHead || (role == Role::Embed && tied_embeddings)) type = DType::Q6_K;
+    else if ((role == Role::Wv || role == Role::Wdown) && use_more_bits(layer, layers)) type = DType::Q6_K;
+  }
+  const uint64_t row = static_cast<uint64_t>(shape.back());
+  if (row % dtype_format(type).block_elements != 0) {
+    switch (type) {
+      case DType::Q4_K: type = DType::Q5_0; break;
+      case DType::Q5_K: type = DType::Q5_1; break;
+      case DType::Q6_K: type = DType::Q8_0; break;
+      case DType::IQ4_XS: type = DType::IQ4_NL; break;
+      default: break;
+    }
+  }
+  if (row % dtype_format(type).block_elements != 0) return source;
+  return type;
+}
 
 SplitResult split_checkpoint(const SplitOptions& options) {
   Checkpoint source = Checkpoint::open(options.model);
@@ -125,7 +237,16 @@ SplitResult split_checkpoint(const SplitOptions& options) {
   if (error) fail(options.out, "cannot create directory: " + error.message());
   if (fs::equivalent(out, fs::path(options.model), error)) fail(options.out, "is the source directory");
 
-  const std::string dtype_label = options.dtype ? std::string(dtype_name(*options.dtype)) : "source";
+  if (!options.quantize.empty() && options.dtype) fail("split", "--quantize and --dtype cannot be combined");
+  if (!options.quantize.empty() && !quantize_scheme_known(options.quantize))
+    fail("--quantize " + options.quantize, "is not a quantization scheme (choose one of " + quantize_schemes() + ")");
+  // Every unit's types first: a quantized source is refused before anything is written.
+  std::vector<std::vector<DType>> types;
+  for (const auto& unit : source.units) types.push_back(unit_types(source, unit, options));
+  // The label names the quantization too, so a journal of another scheme is not resumed.
+  const std::string dtype_label = !options.quantize.empty() ? options.quantize
+                                  : options.dtype            ? std::string(dtype_name(*options.dtype))
+                                                             : "source";
   const nlohmann::json identity = split_identity(source, dtype_label);
   std::vector<std::string> names;
   for (const auto& unit : source.units) names.push_back(unit_file_name(unit.recipe));
@@ -155,7 +276,7 @@ SplitResult split_checkpoint(const SplitOptions& options) {
   uint64_t done = 0;
   SplitResult result;
   Manifest manifest;
-  manifest.dtype = options.dtype ? std::string(dtype_name(*options.dtype)) : "source";
+  manifest.dtype = dtype_label;
   for (char& c : manifest.dtype) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   manifest.config = source.raw_config;
   manifest.generation_config = source.raw_generation_config;
@@ -163,7 +284,8 @@ SplitResult split_checkpoint(const SplitOptions& options) {
   for (size_t u = 0; u < source.units.size(); u++) {
     const UnitSource& unit = source.units[u];
     const fs::path path = out / names[u];
-    ManifestUnit listed{unit.recipe.name, names[u], 0, 0};
+    ManifestUnit listed{unit.recipe.name, names[u], 0, 0, {}};
+    for (size_t i = 0; i < unit.tensors.size(); i++) listed.tensors.emplace_back(unit.recipe.tensors[i].name, dtype_name(types[u][i]));
     const auto& previous = journal["done"];
     if (previous.contains(names[u]) && fs::exists(path) &&
         fs::file_size(path) == previous[names[u]].value("bytes", uint64_t{0})) {
@@ -172,7 +294,7 @@ SplitResult split_checkpoint(const SplitOptions& options) {
       result.units_reused++;
       progress.update(done += unit.bytes(), unit.recipe.name);
     } else {
-      auto written = write_unit(source, unit, path, options.dtype, progress, done);
+      auto written = write_unit(source, unit, path, types[u], progress, done);
       listed.bytes = written.bytes;
       listed.xxh3 = written.xxh3;
       result.units_written++;

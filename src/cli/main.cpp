@@ -192,6 +192,13 @@ int main(int argc, char** argv) {
   split->add_option("--out", split_options.out, "Destination directory")->required();
   split->add_option("--dtype", split_dtype, "Store tensors as f32, f16 or bf16 (default: as in the source)")
       ->check(CLI::IsMember({"f32", "f16", "bf16", "float32", "float16", "bfloat16"}));
+  split->add_option("--quantize", split_options.quantize,
+                    "Quantize the weight matrices of a float checkpoint (HF or F32/F16/BF16 GGUF): q8_0, q4_0, q4_k, "
+                    "q5_k, q6_k or iq4_xs (every matrix in that type), or q4_k_m (llama.cpp's mix: Q6_K for lm_head "
+                    "and some v_proj/down_proj, Q4_K elsewhere). Rows not a multiple of 256 fall back to a 32-block "
+                    "type (Q4_K->Q5_0, Q5_K->Q5_1, Q6_K->Q8_0, IQ4_XS->IQ4_NL); norms and other vectors stay float. "
+                    "Not with --dtype; a quantized source is refused")
+      ->check(CLI::IsMember({"q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "iq4_xs", "q4_k_m"}));
   split->add_flag("--verify", verify, "Recheck every file's size and checksum against the manifest (alone: check an existing split)");
   split->add_flag("--quiet", split_options.quiet, "No progress on stderr");
 
@@ -246,6 +253,8 @@ int main(int argc, char** argv) {
     if (detokenize->parsed()) return run_detokenize(detokenize_model, detokenize_ids, skip_special);
     if (split->parsed()) {
       if (split_options.model.empty() && !verify) usage_fail("split needs --model (or --verify alone to check --out)");
+      if (!split_dtype.empty() && !split_options.quantize.empty())
+        usage_fail("split takes --quantize or --dtype, not both (--quantize keeps vectors in the source's float type)");
       if (!split_dtype.empty()) split_options.dtype = lw::dtype_from_user(split_dtype);
       if (!split_options.model.empty()) {
         auto result = lw::split_checkpoint(split_options);

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "common/error.h"
+#include "format/dtype.h"
 
 namespace lw {
 
@@ -56,6 +57,15 @@ Manifest parse_manifest(std::string_view text, const std::string& path) {
     if (!entry.contains("bytes") || !entry["bytes"].is_number_unsigned()) fail(path, "unit '" + unit.name + "' has no byte size");
     unit.bytes = entry["bytes"].get<uint64_t>();
     unit.xxh3 = parse_xxh3(text_field("xxh3"), path);
+    if (entry.contains("tensors")) {
+      if (!entry["tensors"].is_object()) fail(path, "unit '" + unit.name + "' has a \"tensors\" entry that is not an object");
+      for (const auto& [tensor, type] : entry["tensors"].items()) {
+        if (!type.is_string() || !dtype_from_name(type.get<std::string>()))
+          fail(path, "unit file '" + unit.file + "', tensor '" + tensor + "': unknown weight type " + type.dump() +
+                         " (known: " + dtype_names() + ")");
+        unit.tensors.emplace_back(tensor, type.get<std::string>());
+      }
+    }
     manifest.units.push_back(std::move(unit));
   }
   return manifest;
@@ -70,8 +80,14 @@ std::string manifest_to_json(const Manifest& manifest) {
   json["config"] = manifest.config;
   json["generation_config"] = manifest.generation_config;
   json["units"] = nlohmann::ordered_json::array();
-  for (const auto& unit : manifest.units)
-    json["units"].push_back({{"name", unit.name}, {"file", unit.file}, {"bytes", unit.bytes}, {"xxh3", format_xxh3(unit.xxh3)}});
+  for (const auto& unit : manifest.units) {
+    nlohmann::ordered_json entry = {{"name", unit.name}, {"file", unit.file}, {"bytes", unit.bytes}, {"xxh3", format_xxh3(unit.xxh3)}};
+    if (!unit.tensors.empty()) {
+      entry["tensors"] = nlohmann::ordered_json::object();
+      for (const auto& [tensor, type] : unit.tensors) entry["tensors"][tensor] = type;
+    }
+    json["units"].push_back(std::move(entry));
+  }
   return json.dump(2) + "\n";
 }
 
