@@ -29,7 +29,14 @@ const nlohmann::json& goldens() {
   return json;
 }
 
-EngineOptions roomy() { return {1ull << 30, 2, true, false}; }
+// The goldens are float32 computations: the KV cache too (by default F16 and quantized files
+// keep an F16 cache: tests/test_kv_dtype.cpp).
+EngineOptions exact(uint64_t budget) {
+  EngineOptions options{budget, 2, true, false};
+  options.kv_dtype = DType::F32;
+  return options;
+}
+EngineOptions roomy() { return exact(1ull << 30); }
 
 class GgufModel : public ::testing::TestWithParam<std::string> {
  protected:
@@ -71,7 +78,7 @@ TEST_P(GgufModel, SplitAndMinimumBudgetGiveIdenticalLogits) {
   size_t total = 0, longest = 0;
   for (const auto& p : prompts) total += p.size(), longest = std::max(longest, p.size());
   const RunShape shape{static_cast<int>(prompts.size()), static_cast<int>(longest), static_cast<int>(total), true};
-  Engine streamed(model_path(GetParam()), {resident.plan(shape).minimum_budget, 2, true, false});
+  Engine streamed(model_path(GetParam()), exact(resident.plan(shape).minimum_budget));
   EXPECT_EQ(prompt_logits(streamed, prompts), expected);
   const EngineStats stats = streamed.stats();
   EXPECT_GT(stats.sweeps, 1);

@@ -51,7 +51,14 @@ const nlohmann::json& conversations() { return goldens()["conversations"]; }
 std::vector<int> prompt_of(const nlohmann::json& conversation) { return conversation["prompt_ids"].get<std::vector<int>>(); }
 std::vector<int> greedy_of(const nlohmann::json& conversation) { return conversation["greedy"].get<std::vector<int>>(); }
 
-EngineOptions roomy() { return {2ull << 30, 2, true, false}; }
+// The goldens are float32 computations: the KV cache too (a Q4_1 file keeps an F16 cache by
+// default: tests/test_kv_dtype.cpp), here and in the CLI runs below (--kv-dtype f32).
+EngineOptions exact(uint64_t budget) {
+  EngineOptions options{budget, 2, true, false};
+  options.kv_dtype = DType::F32;
+  return options;
+}
+EngineOptions roomy() { return exact(2ull << 30); }
 
 // Largest difference between our last-position logits and the goldens' top 40 and strided values.
 double first_step_difference(const std::vector<float>& last, const nlohmann::json& first_step) {
@@ -119,7 +126,7 @@ TEST(SmolLM2, SplitDirectoryAndLeastBudgetGiveTheSameIdsAsTransformers) {
   // One prompt at the least budget: nothing resident, every layer re-read (and dequantized) each step.
   const RunShape shape{1, static_cast<int>(prompts[0].size()) + 64, static_cast<int>(prompts[0].size()), false};
   const uint64_t least = Engine(gguf_path(), roomy()).plan(shape).minimum_budget;  // its own layout's least
-  Engine streamed(gguf_path(), {least, 2, true, false});
+  Engine streamed(gguf_path(), exact(least));
   EXPECT_EQ(generate(streamed, {prompts[0]}, options)[0], greedy_of(conversations()[0]));
   const EngineStats stats = streamed.stats();
   EXPECT_GE(stats.sweeps, 64);
@@ -130,12 +137,12 @@ TEST(SmolLM2, SplitDirectoryAndLeastBudgetGiveTheSameIdsAsTransformers) {
 TEST(SmolLM2, CliChatsWithTheGgufFile) {
   const auto& first = conversations()[0];
   auto result = test::layerwise({"generate", "--model", gguf_path(), "--chat", "--prompt", first["message"].get<std::string>(),
-                                 "--max-new-tokens", "64", "--ignore-eos", "--output-ids", "--quiet"});
+                                 "--max-new-tokens", "64", "--ignore-eos", "--output-ids", "--kv-dtype", "f32", "--quiet"});
   ASSERT_EQ(result.exit_code, 0) << result.err;
   EXPECT_EQ(test::parse_ids(result.out), greedy_of(first));
 
   // `chat` stops at the end of the turn and prints the reply.
-  result = test::layerwise({"chat", "--model", gguf_path(), "--message", first["message"].get<std::string>(), "--quiet"});
+  result = test::layerwise({"chat", "--model", gguf_path(), "--message", first["message"].get<std::string>(), "--kv-dtype", "f32", "--quiet"});
   ASSERT_EQ(result.exit_code, 0) << result.err;
   EXPECT_EQ(result.out, first["reply"].get<std::string>() + "\n");
 
@@ -154,7 +161,7 @@ TEST(SmolLM2, ScoresMultipleChoiceRowsAsTransformers) {
   for (const auto& row : model["rows"])
     input += nlohmann::json({{"id", row["id"]}, {"prefix", row["prefix"]}, {"choices", row["choices"]}}).dump() + "\n";
   test::write_file(dir / "rows.jsonl", input);
-  const auto result = test::layerwise({"score", "--model", gguf_path(), "--input", dir / "rows.jsonl", "--quiet"});
+  const auto result = test::layerwise({"score", "--model", gguf_path(), "--input", dir / "rows.jsonl", "--kv-dtype", "f32", "--quiet"});
   ASSERT_EQ(result.exit_code, 0) << result.err;
   std::istringstream lines(result.out);
   size_t r = 0;
