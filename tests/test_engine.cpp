@@ -32,8 +32,14 @@ const nlohmann::json& goldens() {
   return json;
 }
 
-// The goldens are float32 computations: products in float32 too, whatever the stored dtype.
-EngineOptions roomy() { return {1ull << 30, 2, true, false, DType::F32}; }
+// The goldens are float32 computations: products and the KV cache in float32 too, whatever the
+// stored dtype (by default F16 and BF16 checkpoints keep F16 / BF16 caches: tests/test_kv_dtype.cpp).
+EngineOptions exact(uint64_t budget) {
+  EngineOptions options{budget, 2, true, false, DType::F32};
+  options.kv_dtype = DType::F32;
+  return options;
+}
+EngineOptions roomy() { return exact(1ull << 30); }
 
 class Transformers : public ::testing::TestWithParam<std::string> {};
 
@@ -100,7 +106,7 @@ TEST_P(Transformers, StreamedRunGivesIdenticalLogitsToResident) {
   for (const auto& p : prompts) total += p.size(), longest = std::max(longest, p.size());
   const RunShape shape{static_cast<int>(prompts.size()), static_cast<int>(longest), static_cast<int>(total), true};
   const uint64_t minimum = resident.plan(shape).minimum_budget;
-  Engine streamed(test::fixture(GetParam()), {minimum, 2, true, false, DType::F32});
+  Engine streamed(test::fixture(GetParam()), exact(minimum));
   EXPECT_EQ(prompt_logits(streamed, prompts), expected);
   const EngineStats stats = streamed.stats();
   EXPECT_GT(stats.sweeps, 1) << "a minimal budget should cut the prefill into several sweeps";
@@ -134,8 +140,12 @@ TEST(TransformersNative, Bf16ProductsOfABf16CheckpointStayWithinTransformersOwnB
   // By default a BF16 checkpoint multiplies in BF16 (AMX where present) once 16 tokens pass a
   // layer: all three prompts as one batch do. Rounding activations to bfloat16 moves the logits
   // by less than transformers' own native bfloat16 run moves them from float32 (0.30).
+  // (The cache stays float32 here: this measures the products alone; a BF16 cache on top is
+  // tests/test_kv_dtype.cpp's.)
   const auto& golden = goldens()["gqa-bf16"];
-  Engine engine(test::fixture("gqa-bf16"), {1ull << 30, 2, true, false});
+  EngineOptions options{1ull << 30, 2, true, false};
+  options.kv_dtype = DType::F32;
+  Engine engine(test::fixture("gqa-bf16"), options);
   EXPECT_EQ(engine.compute_dtype(), DType::BF16);
   const auto prompts = test::golden_prompts(golden);
   size_t tokens = 0;

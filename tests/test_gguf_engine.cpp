@@ -30,11 +30,13 @@ const nlohmann::json& goldens() {
 }
 
 EngineOptions roomy() { return {1ull << 30, 2, true, false}; }
-// Float32 products, block weights dequantized exactly: what transformers computes from the file.
-// (The default for block weights, q8, quantizes activations: DefaultProducts* below.)
-EngineOptions exact() {
-  EngineOptions options = roomy();
+// What transformers computes from the file: float32 products on exactly dequantized blocks and a
+// float32 KV cache. (The defaults for block files, q8 products and an f16 cache, round
+// activations and keys: DefaultProducts* below, tests/test_kv_dtype.cpp.)
+EngineOptions exact(uint64_t budget = 1ull << 30) {
+  EngineOptions options{budget, 2, true, false};
   options.compute_dtype = DType::F32;
+  options.kv_dtype = DType::F32;
   return options;
 }
 
@@ -89,7 +91,9 @@ TEST_P(GgufModel, SplitAndMinimumBudgetGiveIdenticalLogits) {
   size_t total = 0, longest = 0;
   for (const auto& p : prompts) total += p.size(), longest = std::max(longest, p.size());
   const RunShape shape{static_cast<int>(prompts.size()), static_cast<int>(longest), static_cast<int>(total), true};
-  Engine streamed(model_path(GetParam()), {resident.plan(shape).minimum_budget, 2, true, false});
+  EngineOptions least = roomy();
+  least.max_memory = resident.plan(shape).minimum_budget;
+  Engine streamed(model_path(GetParam()), least);
   EXPECT_EQ(prompt_logits(streamed, prompts), expected);
   const EngineStats stats = streamed.stats();
   EXPECT_GT(stats.sweeps, 1);
@@ -311,7 +315,7 @@ TEST(Gguf, CliRunsAGgufFileAndSplitsIt) {
   for (int id : prompt) ids += (ids.empty() ? "" : " ") + std::to_string(id);
   const std::string path = model_path("mha-q4_1.gguf");
   auto result = test::layerwise({"generate", "--model", path, "--prompt-ids", ids, "--max-new-tokens", "16", "--ignore-eos",
-                                 "--output-ids", "--compute-dtype", "f32", "--quiet"});
+                                 "--output-ids", "--compute-dtype", "f32", "--kv-dtype", "f32", "--quiet"});
   ASSERT_EQ(result.exit_code, 0) << result.err;
   EXPECT_EQ(test::parse_ids(result.out), golden["greedy"][0].get<std::vector<int>>());
 

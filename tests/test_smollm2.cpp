@@ -52,13 +52,17 @@ const nlohmann::json& conversations() { return goldens()["conversations"]; }
 std::vector<int> prompt_of(const nlohmann::json& conversation) { return conversation["prompt_ids"].get<std::vector<int>>(); }
 std::vector<int> greedy_of(const nlohmann::json& conversation) { return conversation["greedy"].get<std::vector<int>>(); }
 
-// Float32 products on the exactly dequantized blocks: what transformers computes from the file.
-// (The default for block weights, q8, quantizes activations: Q8Products* below.)
-EngineOptions roomy() {
-  EngineOptions options{2ull << 30, 2, true, false};
+// What transformers computes from the file: float32 products on the exactly dequantized blocks
+// and a float32 KV cache, here and in the CLI runs below (--compute-dtype f32 --kv-dtype f32).
+// (The defaults for a Q4_1 file, q8 products and an f16 cache, round activations and keys:
+// Q8Products* below, tests/test_kv_dtype.cpp.)
+EngineOptions exact(uint64_t budget) {
+  EngineOptions options{budget, 2, true, false};
   options.compute_dtype = DType::F32;
+  options.kv_dtype = DType::F32;
   return options;
 }
+EngineOptions roomy() { return exact(2ull << 30); }
 
 // Largest difference between our last-position logits and the goldens' top 40 and strided values.
 double first_step_difference(const std::vector<float>& last, const nlohmann::json& first_step) {
@@ -151,9 +155,7 @@ TEST(SmolLM2, SplitDirectoryAndLeastBudgetGiveTheSameIdsAsTransformers) {
   // One prompt at the least budget: nothing resident, every layer re-read (and dequantized) each step.
   const RunShape shape{1, static_cast<int>(prompts[0].size()) + 64, static_cast<int>(prompts[0].size()), false};
   const uint64_t least = Engine(gguf_path(), roomy()).plan(shape).minimum_budget;  // its own layout's least
-  EngineOptions least_options = roomy();
-  least_options.max_memory = least;
-  Engine streamed(gguf_path(), least_options);
+  Engine streamed(gguf_path(), exact(least));
   EXPECT_EQ(generate(streamed, {prompts[0]}, options)[0], greedy_of(conversations()[0]));
   const EngineStats stats = streamed.stats();
   EXPECT_GE(stats.sweeps, 64);
@@ -164,13 +166,13 @@ TEST(SmolLM2, SplitDirectoryAndLeastBudgetGiveTheSameIdsAsTransformers) {
 TEST(SmolLM2, CliChatsWithTheGgufFile) {
   const auto& first = conversations()[0];
   auto result = test::layerwise({"generate", "--model", gguf_path(), "--chat", "--prompt", first["message"].get<std::string>(),
-                                 "--max-new-tokens", "64", "--ignore-eos", "--output-ids", "--compute-dtype", "f32", "--quiet"});
+                                 "--max-new-tokens", "64", "--ignore-eos", "--output-ids", "--compute-dtype", "f32", "--kv-dtype", "f32", "--quiet"});
   ASSERT_EQ(result.exit_code, 0) << result.err;
   EXPECT_EQ(test::parse_ids(result.out), greedy_of(first));
 
   // `chat` stops at the end of the turn and prints the reply.
   result = test::layerwise(
-      {"chat", "--model", gguf_path(), "--message", first["message"].get<std::string>(), "--compute-dtype", "f32", "--quiet"});
+      {"chat", "--model", gguf_path(), "--message", first["message"].get<std::string>(), "--compute-dtype", "f32", "--kv-dtype", "f32", "--quiet"});
   ASSERT_EQ(result.exit_code, 0) << result.err;
   EXPECT_EQ(result.out, first["reply"].get<std::string>() + "\n");
 
@@ -190,7 +192,7 @@ TEST(SmolLM2, ScoresMultipleChoiceRowsAsTransformers) {
     input += nlohmann::json({{"id", row["id"]}, {"prefix", row["prefix"]}, {"choices", row["choices"]}}).dump() + "\n";
   test::write_file(dir / "rows.jsonl", input);
   const auto result =
-      test::layerwise({"score", "--model", gguf_path(), "--input", dir / "rows.jsonl", "--compute-dtype", "f32", "--quiet"});
+      test::layerwise({"score", "--model", gguf_path(), "--input", dir / "rows.jsonl", "--compute-dtype", "f32", "--kv-dtype", "f32", "--quiet"});
   ASSERT_EQ(result.exit_code, 0) << result.err;
   std::istringstream lines(result.out);
   size_t r = 0;

@@ -19,10 +19,10 @@ struct WeightView {
 };
 
 // Where one sequence's keys and values lie in a layer's cache. Its own positions
-// first_position .. first_position + capacity - 1 are stored from `offset` (in floats) on, kv_dim
-// floats each. Positions below first_position belong to sequence `parent` (a shared prefix, whose
-// own positions start at 0) and are read there in place: several sequences can continue one prefix
-// without copying it.
+// first_position .. first_position + capacity - 1 are stored from `offset` (in elements of the
+// cache's dtype) on, kv_dim elements each. Positions below first_position belong to sequence
+// `parent` (a shared prefix, whose own positions start at 0) and are read there in place: several
+// sequences can continue one prefix without copying it.
 struct KvSequence {
   size_t offset = 0;
   int first_position = 0;
@@ -30,14 +30,20 @@ struct KvSequence {
   int parent = -1;
 };
 
-// The keys and values of one layer for every sequence.
+// The element types a KV cache can hold: F32, or F16 / BF16 (half the memory; keys and values
+// rounded to nearest even when stored, widened to float32 when read: attention computes in
+// float32 either way).
+inline bool kv_dtype_supported(DType dtype) { return dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16; }
+
+// The keys and values of one layer for every sequence, kv_dim elements of `dtype` per position.
 struct KvLayer {
-  float* k = nullptr;
-  float* v = nullptr;
+  void* k = nullptr;
+  void* v = nullptr;
   int kv_dim = 0;
   const KvSequence* sequences = nullptr;
+  DType dtype = DType::F32;
 
-  // Offset (floats) of sequence s's position p, in k and v alike.
+  // Offset (elements) of sequence s's position p, in k and v alike.
   size_t at(int s, int p) const {
     const KvSequence* sequence = &sequences[s];
     if (p < sequence->first_position) sequence = &sequences[sequence->parent];
@@ -81,11 +87,13 @@ class Backend {
   virtual void rmsnorm(float* y, const float* x, int tokens, const WeightView& weight, float eps) = 0;
   // Rotates each head of x[t] ([heads * head_dim]) by its position, half-split ("rotate_half") layout.
   virtual void rope(float* x, const TokenPlacement& placement, int heads, int head_dim, const float* inverse_frequencies) = 0;
-  // Writes the keys and values of these tokens into the cache at their sequence and position.
+  // Writes the keys and values of these tokens into the cache at their sequence and position,
+  // rounded to the cache's dtype (nearest even) when it is F16 or BF16.
   virtual void store_kv(const KvLayer& cache, const float* k, const float* v, const TokenPlacement& placement) = 0;
   // Causal attention of each token over its sequence's cached positions 0..position (those below
   // the sequence's first position from its parent), computed in tiles with an online softmax: no
-  // score matrix is ever materialised.
+  // score matrix is ever materialised. F16 / BF16 keys and values are widened to float32 as they
+  // are read; the arithmetic is the same as on a float32 cache holding the rounded values.
   virtual void attention(float* out, const float* q, const KvLayer& cache, const TokenPlacement& placement, int heads,
                          int kv_heads, int head_dim) = 0;
   // gate = silu(gate) * up, elementwise.

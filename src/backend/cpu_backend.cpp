@@ -1,6 +1,7 @@
 // The CPU backend: a thread pool across cores running the kernels of the best instruction-set
 // level the CPU offers (cpu_kernels.h), and AMX tiles for BF16 products of many tokens (amx.h).
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -203,11 +204,39 @@ class CpuBackend final : public Backend {
   }
 
   void store_kv(const KvLayer& cache, const float* k, const float* v, const TokenPlacement& placement) override {
-    for (int t = 0; t < placement.count; t++) {
-      const size_t at = cache.at(placement.sequences[t], placement.positions[t]);
-      std::memcpy(cache.k + at, k + static_cast<size_t>(t) * cache.kv_dim, cache.kv_dim * sizeof(float));
-      std::memcpy(cache.v + at, v + static_cast<size_t>(t) * cache.kv_dim, cache.kv_dim * sizeof(float));
+    check_kv_dtype(cache.dtype);
+    const size_t kv_dim = static_cast<size_t>(cache.kv_dim);
+    if (cache.dtype == DType::F32) {
+      for (int t = 0; t < placement.count; t++) {
+        const size_t at = cache.at(placement.sequences[t], placement.positions[t]);
+        std::memcpy(static_cast<float*>(cache.k) + at, k + static_cast<size_t>(t) * kv_dim, kv_dim * sizeof(float));
+        std::memcpy(static_cast<float*>(cache.v) + at, v + static_cast<size_t>(t) * kv_dim, kv_dim * sizeof(float));
+      }
+      return;
     }
+    // Rounded to nearest even (format/dtype.h), each token's row on one thread. A finite value
+    // beyond F16's range would become infinite and every attention over it NaN: refused instead,
+    // saying so (BF16 has float32's range).
+    const bool f16 = cache.dtype == DType::F16;
+    uint16_t (*const round)(float) = f16 ? f32_to_f16 : f32_to_bf16;
+    std::atomic<bool> overflow{false};
+    pool_.parallel_for(placement.count, [&](int64_t first, int64_t last, int) {
+      for (int64_t t = first; t < last; t++) {
+        const size_t at = cache.at(placement.sequences[t], placement.positions[t]);
+        uint16_t* k_row = static_cast<uint16_t*>(cache.k) + at;
+        uint16_t* v_row = static_cast<uint16_t*>(cache.v) + at;
+        const float* k_in = k + static_cast<size_t>(t) * kv_dim;
+        const float* v_in = v + static_cast<size_t>(t) * kv_dim;
+        for (size_t i = 0; i < kv_dim; i++) k_row[i] = round(k_in[i]), v_row[i] = round(v_in[i]);
+        if (!f16) continue;
+        auto overflowed = [](uint16_t bits, float x) { return (bits & 0x7C00) == 0x7C00 && std::isfinite(x); };
+        for (size_t i = 0; i < kv_dim; i++)
+          if (overflowed(k_row[i], k_in[i]) || overflowed(v_row[i], v_in[i])) overflow = true;
+      }
+    });
+    if (overflow)
+      fail("a key or value is beyond the range of float16 (magnitude over 65504), so an F16 KV cache cannot hold it; "
+           "run with --kv-dtype bf16 or f32");
   }
 
   // Work items: one kv head x a run of up to kAttentionRun consecutive tokens of one sequence,
@@ -233,6 +262,9 @@ class CpuBackend final : public Backend {
     }
     runs.swap(balanced);
     const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    check_kv_dtype(cache.dtype);
+    const size_t element_bytes = dtype_size(cache.dtype);
+    const char *keys = static_cast<const char*>(cache.k), *values = static_cast<const char*>(cache.v);
     pool_.parallel_for(static_cast<int64_t>(runs.size()) * kv_heads, [&](int64_t first, int64_t last, int thread) {
       AttentionScratch& scratch = attention_scratch_[static_cast<size_t>(thread)];
       for (int64_t task = first; task < last; task++) {
@@ -251,13 +283,13 @@ class CpuBackend final : public Backend {
           }
         const size_t head_offset = static_cast<size_t>(kv_head) * head_dim;
         for (int p = 0; p < longest; p++) {
-          const size_t at = cache.at(sequence, p) + head_offset;
-          scratch.keys.push_back(cache.k + at);
-          scratch.values.push_back(cache.v + at);
+          const size_t at = (cache.at(sequence, p) + head_offset) * element_bytes;
+          scratch.keys.push_back(keys + at);
+          scratch.values.push_back(values + at);
         }
         scratch.floats.resize(static_cast<size_t>(cpu::attention_scratch_floats(count, head_dim)));
         const cpu::AttentionWork work{count, head_dim, scale, scratch.queries.data(), scratch.outputs.data(),
-                                      scratch.lengths.data(), scratch.keys.data(), scratch.values.data()};
+                                      scratch.lengths.data(), scratch.keys.data(), scratch.values.data(), cache.dtype};
         kernels_.attend(work, scratch.floats.data());
       }
     });
@@ -346,8 +378,14 @@ class CpuBackend final : public Backend {
     });
   }
 
+  static void check_kv_dtype(DType dtype) {
+    if (!kv_dtype_supported(dtype))
+      fail(std::string("internal error: a KV cache of ") + dtype_name(dtype) + " (the CPU backend keeps F32, F16 or BF16)");
+  }
+
   struct AttentionScratch {
-    std::vector<const float*> queries, keys, values;
+    std::vector<const float*> queries;
+    std::vector<const void*> keys, values;
     std::vector<float*> outputs;
     std::vector<int> lengths;
     std::vector<float> floats;

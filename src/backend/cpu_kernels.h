@@ -6,6 +6,8 @@
 #include <optional>
 #include <string>
 
+#include "format/dtype.h"
+
 namespace lw::cpu {
 
 // Each level includes the ones before it. Amx adds AMX-BF16 tiles for BF16 products (amx.h) to
@@ -23,7 +25,9 @@ Level detect_level();
 constexpr int kAttentionTile = 64;
 
 // One kv head's share of an attention: `count` queries (heads of the group, tokens of a run of
-// one sequence), query i seeing keys/values 0 .. lengths[i] - 1.
+// one sequence), query i seeing keys/values 0 .. lengths[i] - 1. Keys and values are rows of
+// head_dim elements of kv_dtype (F32, F16 or BF16), widened to float32 in registers as they are
+// read; the arithmetic after that is the same for every dtype.
 struct AttentionWork {
   int count = 0;
   int head_dim = 0;
@@ -31,8 +35,9 @@ struct AttentionWork {
   const float* const* queries = nullptr;
   float* const* outputs = nullptr;
   const int* lengths = nullptr;
-  const float* const* keys = nullptr;  // key row of position p, for p < max(lengths)
-  const float* const* values = nullptr;
+  const void* const* keys = nullptr;  // key row of position p, for p < max(lengths)
+  const void* const* values = nullptr;
+  DType kv_dtype = DType::F32;
 };
 
 struct Kernels {

@@ -209,23 +209,109 @@ inline float softmax_tile(float* scores, int count, float scale, float* running_
   return correction;
 }
 
+// KV cache elements (AttentionWork::kv_dtype) as a template argument: each kind has its own
+// attend_typed, so float32 caches run exactly the loops they always ran.
+enum KvKind : int { kKvF32, kKvF16, kKvBF16 };
+
+inline float bits_as_f32(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+inline uint32_t f32_as_bits(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  return bits;
+}
+
+// F16 bits to float32 with neither branches nor loops, so that loops of it vectorise (the
+// portable kernels' widening); exact for every input, subnormals, infinities and NaN included.
+// Normal values: the exponent and mantissa moved into place and the exponent bias fixed by a
+// multiplication by 2^-112; subnormals (|h| < 2^-14): the mantissa as a float32 of exponent -1
+// minus 0.5, which is mantissa * 2^-24 exactly. (M. Dukhan's FP16 library, fp16_ieee_to_fp32_value.)
+inline float f16_bits_to_f32_branchless(uint16_t h) {
+  const uint32_t w = static_cast<uint32_t>(h) << 16, sign = w & 0x80000000u, two_w = w + w;
+  const float normalized = bits_as_f32((two_w >> 4) + (0xE0u << 23)) * 0x1.0p-112f;
+  const float denormalized = bits_as_f32((two_w >> 17) | (126u << 23)) - 0.5f;
+  return bits_as_f32(sign | (two_w < (1u << 27) ? f32_as_bits(denormalized) : f32_as_bits(normalized)));
+}
+
+// Element i of a cached row, as float32.
+template <int kKind>
+inline float kv_value(const void* row, int64_t i) {
+  if constexpr (kKind == kKvF32) return static_cast<const float*>(row)[i];
+  else if constexpr (kKind == kKvF16) return f16_bits_to_f32_branchless(static_cast<const uint16_t*>(row)[i]);
+  else return bf16_bits_to_f32(static_cast<const uint16_t*>(row)[i]);
+}
+
+#if defined(__AVX2__) && defined(__F16C__)
+// Elements i .. i + 7 of a cached row, widened in a register: F16 by the F16C conversion, BF16
+// by moving its bits to the top half of each float32 lane.
+template <int kKind>
+inline __m256 kv_load8(const void* row, int64_t i) {
+  if constexpr (kKind == kKvF32) {
+    return _mm256_loadu_ps(static_cast<const float*>(row) + i);
+  } else {
+    const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(row) + i));
+    if constexpr (kKind == kKvF16) return _mm256_cvtph_ps(bits);
+    else return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+  }
+}
+#endif
+
+#if defined(__AVX512F__)
+// The same for 16 elements (zero-masked forms: the plain intrinsics draw false "uninitialized"
+// warnings from GCC 12).
+template <int kKind>
+inline __m512 kv_load16(const void* row, int64_t i) {
+  if constexpr (kKind == kKvF32) {
+    return _mm512_loadu_ps(static_cast<const float*>(row) + i);
+  } else {
+    const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(row) + i));
+    if constexpr (kKind == kKvF16) return _mm512_maskz_cvtph_ps(0xFFFF, bits);
+    else return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xFFFF, _mm512_maskz_cvtepu16_epi32(0xFFFF, bits), 16));
+  }
+}
+#endif
+
+// column[d * kAttentionTile] = key[d] widened to float32, or 0 for a missing key (past the tile's
+// keys): one column of the transposed key tile.
+template <int kKind>
+inline void key_into_tile(const void* key, float* column, int head_dim) {
+  int d = 0;
+  if (!key) {
+    for (; d < head_dim; d++) column[static_cast<int64_t>(d) * kAttentionTile] = 0.0f;
+    return;
+  }
+#if defined(__AVX2__) && defined(__F16C__)
+  if constexpr (kKind != kKvF32) {
+    alignas(32) float wide[8];
+    for (; d + 8 <= head_dim; d += 8) {
+      _mm256_store_ps(wide, kv_load8<kKind>(key, d));
+      for (int i = 0; i < 8; i++) column[static_cast<int64_t>(d + i) * kAttentionTile] = wide[i];
+    }
+  }
+#endif
+  for (; d < head_dim; d++) column[static_cast<int64_t>(d) * kAttentionTile] = kv_value<kKind>(key, d);
+}
+
 // acc = acc * correction + sum_j weights[j] * values[j], for two queries sharing the values. With
 // AVX-512 and a head of 16..128 floats the accumulators stay in registers across the keys (the
 // compiler keeps arrays in memory); the arithmetic is the same multiply_add per element.
 #if defined(__AVX512F__)
-template <int kVectors>
+template <int kKind, int kVectors>
 inline void accumulate_values_avx512(float* acc_a, float* acc_b, float correction_a, float correction_b, const float* weights_a,
-                                     const float* weights_b, const float* const* values, int count) {
+                                     const float* weights_b, const void* const* values, int count) {
   __m512 a[kVectors], b[kVectors];
   for (int v = 0; v < kVectors; v++) {
     a[v] = _mm512_mul_ps(_mm512_loadu_ps(acc_a + 16 * v), _mm512_set1_ps(correction_a));
     b[v] = _mm512_mul_ps(_mm512_loadu_ps(acc_b + 16 * v), _mm512_set1_ps(correction_b));
   }
   for (int j = 0; j < count; j++) {
-    const float* value = values[j];
+    const void* value = values[j];
     const __m512 wa = _mm512_set1_ps(weights_a[j]), wb = _mm512_set1_ps(weights_b[j]);
     for (int v = 0; v < kVectors; v++) {
-      const __m512 x = _mm512_loadu_ps(value + 16 * v);
+      const __m512 x = kv_load16<kKind>(value, 16 * v);
       a[v] = _mm512_fmadd_ps(wa, x, a[v]);
       b[v] = _mm512_fmadd_ps(wb, x, b[v]);
     }
@@ -255,16 +341,17 @@ inline void tile_scores4(const float* const* queries, const float* kt, int head_
     for (int v = 0; v < 4; v++) _mm512_storeu_ps(scores[i] + 16 * v, acc[i][v]);
 }
 
+template <int kKind>
 inline void accumulate_values4(float* const* acc, const float* correction, float (*weights)[kAttentionTile],
-                               const float* const* values, int count, int head_dim) {
+                               const void* const* values, int count, int head_dim) {
   for (int d0 = 0; d0 < head_dim; d0 += 64) {
     __m512 a[4][4];
     for (int i = 0; i < 4; i++)
       for (int v = 0; v < 4; v++) a[i][v] = _mm512_mul_ps(_mm512_loadu_ps(acc[i] + d0 + 16 * v), _mm512_set1_ps(correction[i]));
     for (int j = 0; j < count; j++) {
-      const float* value = values[j] + d0;
-      const __m512 v0 = _mm512_loadu_ps(value), v1 = _mm512_loadu_ps(value + 16), v2 = _mm512_loadu_ps(value + 32),
-                   v3 = _mm512_loadu_ps(value + 48);
+      const void* value = values[j];
+      const __m512 v0 = kv_load16<kKind>(value, d0), v1 = kv_load16<kKind>(value, d0 + 16), v2 = kv_load16<kKind>(value, d0 + 32),
+                   v3 = kv_load16<kKind>(value, d0 + 48);
       for (int i = 0; i < 4; i++) {
         const __m512 w = _mm512_set1_ps(weights[i][j]);
         a[i][0] = _mm512_fmadd_ps(w, v0, a[i][0]);
@@ -279,17 +366,54 @@ inline void accumulate_values4(float* const* acc, const float* correction, float
 }
 #endif
 
+// Half-precision rows at AVX2 and above: 8 elements widened per register, then the same
+// multiply_add per element as the loops after them (FMA: _mm256_fmadd_ps rounds as fmaf does).
+// Returns the first element left for the plain loop (all of them for float32 rows, which the
+// compiler vectorises as it always has).
+template <int kKind>
+inline int accumulate_value_registers(float* acc_a, float* acc_b, float wa, float wb, const void* value, int head_dim) {
+  int d = 0;
+#if defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
+  if constexpr (kKind != kKvF32) {
+    const __m256 va = _mm256_set1_ps(wa), vb = _mm256_set1_ps(wb);
+    for (; d + 8 <= head_dim; d += 8) {
+      const __m256 x = kv_load8<kKind>(value, d);
+      _mm256_storeu_ps(acc_a + d, _mm256_fmadd_ps(va, x, _mm256_loadu_ps(acc_a + d)));
+      if (acc_b) _mm256_storeu_ps(acc_b + d, _mm256_fmadd_ps(vb, x, _mm256_loadu_ps(acc_b + d)));
+    }
+  }
+#else
+  (void)acc_a, (void)acc_b, (void)wa, (void)wb, (void)value, (void)head_dim;
+#endif
+  return d;
+}
+
+template <int kKind>
 inline void accumulate_values_any(float* acc_a, float* acc_b, float correction_a, float correction_b, const float* weights_a,
-                                  const float* weights_b, const float* const* values, int count, int head_dim) {
+                                  const float* weights_b, const void* const* values, int count, int head_dim) {
   for (int d = 0; d < head_dim; d++) acc_a[d] *= correction_a, acc_b[d] *= correction_b;
   for (int j = 0; j < count; j++) {
-    const float* value = values[j];
+    const void* value = values[j];
     const float wa = weights_a[j], wb = weights_b[j];
-    for (int d = 0; d < head_dim; d++) acc_a[d] = multiply_add(wa, value[d], acc_a[d]), acc_b[d] = multiply_add(wb, value[d], acc_b[d]);
+    for (int d = accumulate_value_registers<kKind>(acc_a, acc_b, wa, wb, value, head_dim); d < head_dim; d++)
+      acc_a[d] = multiply_add(wa, kv_value<kKind>(value, d), acc_a[d]), acc_b[d] = multiply_add(wb, kv_value<kKind>(value, d), acc_b[d]);
   }
 }
 
-void attend_impl(const AttentionWork& work, float* scratch) {
+// The same for one query alone.
+template <int kKind>
+inline void accumulate_values_one(float* acc, float correction, const float* weights, const void* const* values, int count, int head_dim) {
+  for (int d = 0; d < head_dim; d++) acc[d] *= correction;
+  for (int j = 0; j < count; j++) {
+    const void* value = values[j];
+    const float w = weights[j];
+    for (int d = accumulate_value_registers<kKind>(acc, nullptr, w, 0.0f, value, head_dim); d < head_dim; d++)
+      acc[d] = multiply_add(w, kv_value<kKind>(value, d), acc[d]);
+  }
+}
+
+template <int kKind>
+void attend_typed(const AttentionWork& work, float* scratch) {
   const int head_dim = work.head_dim, count = work.count;
   float* kt = scratch;                                              // [head_dim][tile]
   float* weights = kt + static_cast<int64_t>(head_dim) * kAttentionTile;  // [2][tile] (second half
@@ -306,10 +430,7 @@ void attend_impl(const AttentionWork& work, float* scratch) {
 
   for (int start = 0; start < longest; start += kAttentionTile) {
     const int keys = static_cast<int>(min64(kAttentionTile, longest - start));
-    for (int j = 0; j < kAttentionTile; j++) {
-      const float* key = j < keys ? work.keys[start + j] : nullptr;
-      for (int d = 0; d < head_dim; d++) kt[static_cast<int64_t>(d) * kAttentionTile + j] = key ? key[d] : 0.0f;
-    }
+    for (int j = 0; j < kAttentionTile; j++) key_into_tile<kKind>(j < keys ? work.keys[start + j] : nullptr, kt + j, head_dim);
     int a = 0;
 #if defined(__AVX512F__)
     // Four queries at a time; a query whose keys end before this tile gets all-zero weights and
@@ -331,7 +452,7 @@ void attend_impl(const AttentionWork& work, float* scratch) {
           if (seen[i] > 0) correction[i] = softmax_tile(scores[i], seen[i], work.scale, &running_max[a + i], &running_sum[a + i]);
           else for (int j = 0; j < kAttentionTile; j++) scores[i][j] = 0;
         }
-        accumulate_values4(acc, correction, scores, work.values + start, used, head_dim);
+        accumulate_values4<kKind>(acc, correction, scores, work.values + start, used, head_dim);
       }
 #endif
     // The rest two at a time (the second may be the first again when the count is odd, or one
@@ -351,25 +472,28 @@ void attend_impl(const AttentionWork& work, float* scratch) {
       float* acc_b = accumulators + static_cast<int64_t>(b) * head_dim;
       const int used = seen_a > seen_b ? seen_a : seen_b;
       if (b == a) {
-        for (int d = 0; d < head_dim; d++) acc_a[d] *= correction_a;
-        for (int j = 0; j < used; j++) {
-          const float* value = work.values[start + j];
-          const float wa = weights[j];
-          for (int d = 0; d < head_dim; d++) acc_a[d] = multiply_add(wa, value[d], acc_a[d]);
-        }
+        accumulate_values_one<kKind>(acc_a, correction_a, weights, work.values + start, used, head_dim);
         continue;
       }
 #if defined(__AVX512F__)
-      if (head_dim == 64) accumulate_values_avx512<4>(acc_a, acc_b, correction_a, correction_b, weights, weights_b, work.values + start, used);
-      else if (head_dim == 128) accumulate_values_avx512<8>(acc_a, acc_b, correction_a, correction_b, weights, weights_b, work.values + start, used);
+      if (head_dim == 64) accumulate_values_avx512<kKind, 4>(acc_a, acc_b, correction_a, correction_b, weights, weights_b, work.values + start, used);
+      else if (head_dim == 128) accumulate_values_avx512<kKind, 8>(acc_a, acc_b, correction_a, correction_b, weights, weights_b, work.values + start, used);
       else
 #endif
-        accumulate_values_any(acc_a, acc_b, correction_a, correction_b, weights, weights_b, work.values + start, used, head_dim);
+        accumulate_values_any<kKind>(acc_a, acc_b, correction_a, correction_b, weights, weights_b, work.values + start, used, head_dim);
     }
   }
   for (int i = 0; i < count; i++) {
     const float* acc = accumulators + static_cast<int64_t>(i) * head_dim;
     for (int d = 0; d < head_dim; d++) work.outputs[i][d] = acc[d] / running_sum[i];
+  }
+}
+
+void attend_impl(const AttentionWork& work, float* scratch) {
+  switch (work.kv_dtype) {
+    case DType::F16: return attend_typed<kKvF16>(work, scratch);
+    case DType::BF16: return attend_typed<kKvBF16>(work, scratch);
+    default: return attend_typed<kKvF32>(work, scratch);  // F32 (the backend refuses other types)
   }
 }
 

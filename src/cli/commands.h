@@ -1,6 +1,7 @@
 // The layerwise commands, one function each; main.cpp parses flags into these structs.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,7 @@ class UsageError : public Error {
 
 struct RunOptions {  // how the engine runs
   std::string model, max_memory, compute_dtype, io = "auto";
+  std::string kv_dtype;  // "" for the default (default_kv_dtype in runtime/engine.h)
   int threads = 0;
   bool no_prefetch = false, quiet = false, profile = false;
   bool allow_long_context = false;  // run sequences past the positions the model is made for
@@ -76,7 +78,7 @@ int run_bench(const BenchArgs& args);
 int run_perplexity(const PerplexityArgs& args);
 int run_chat(const ChatArgs& args);
 struct InfoArgs {
-  std::string model, max_memory, io = "auto";
+  std::string model, max_memory, io = "auto", kv_dtype;
   int context = 0, batch = 1;
   bool no_measure = false, allow_long_context = false;
 };
@@ -89,6 +91,10 @@ int run_detokenize(const std::string& model, const std::string& ids, bool skip_s
 uint64_t memory_option(const std::string& text);
 EngineOptions engine_options(const RunOptions& run);
 std::string compute_description(const Engine& engine);
+// "f16, 2 bytes a value (default: ...)": the KV cache's element type and where it came from.
+std::string kv_description(const Engine& engine);
+// A --kv-dtype value ("f32", "f16", "bf16", or the long spellings): nullopt for "" (the default).
+std::optional<DType> kv_dtype_option(const std::string& text);
 std::string seconds_text(double seconds);  // "1.234 s"
 // Statistics on stderr (report.cpp): memory alone, or sweeps, reads, memory and (profile) a
 // line per sweep and per layer. sequences > 0: the run generated for that many sequences, so

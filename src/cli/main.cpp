@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "checkpoint/split.h"
 #include "cli/commands.h"
@@ -70,6 +71,12 @@ CLI::Validator memory_size() {
       "SIZE", "");
 }
 
+const std::vector<std::string> kKvDtypes = {"f32", "f16", "bf16", "float32", "float16", "bfloat16"};
+constexpr const char* kKvDtypeHelp =
+    "Element type of the KV cache: f32, f16 or bf16 (half the memory; keys and values rounded to nearest even, "
+    "attention still in float32). Default: the weights' precision (f32 for float32 weights, bf16 for bfloat16, "
+    "f16 for float16 and quantized)";
+
 void add_run_options(CLI::App* command, RunOptions& run) {
   command->add_option("--model", run.model, "Hugging Face model directory, layerwise split directory or GGUF file")->required();
   command->add_option("--max-memory", run.max_memory,
@@ -83,6 +90,7 @@ void add_run_options(CLI::App* command, RunOptions& run) {
                       "integer products, below 48 tokens a pass). Default: q8 when any matrix is block-quantized, bf16 "
                       "for BF16 checkpoints, else f32")
       ->check(CLI::IsMember({"f32", "bf16", "q8", "float32", "bfloat16"}));
+  command->add_option("--kv-dtype", run.kv_dtype, kKvDtypeHelp)->check(CLI::IsMember(kKvDtypes));
   command->add_option("--io", run.io,
                       "Read weights through the page cache (cached), around it with O_DIRECT (direct), or decide from "
                       "whether they can stay cached beside the budget (auto)")
@@ -181,6 +189,7 @@ int main(int argc, char** argv) {
   info->add_option("--io", info_args.io, "Plan reads through the page cache (cached), around it (direct) or either (auto)")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cached", "direct"}));
+  info->add_option("--kv-dtype", info_args.kv_dtype, kKvDtypeHelp)->check(CLI::IsMember(kKvDtypes));
   info->add_flag("--no-measure", info_args.no_measure, "Skip measuring read and kernel speeds (no predicted sweep time)");
   info->add_flag("--allow-long-context", info_args.allow_long_context, "Plan for a --context longer than the model is made for");
 

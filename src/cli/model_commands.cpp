@@ -28,6 +28,23 @@ std::string compute_description(const Engine& engine) {
                                 : "bf16 requested, but no AMX here: f32 matrix products" + kernels;
 }
 
+std::optional<DType> kv_dtype_option(const std::string& text) {
+  if (text.empty()) return std::nullopt;
+  const std::optional<DType> dtype = dtype_from_user(text);
+  if (!dtype) usage_fail("--kv-dtype '" + text + "' is not one of f32, f16, bf16");
+  return dtype;
+}
+
+std::string kv_description(const Engine& engine) {
+  std::string text = std::string(kv_dtype_text(engine.kv_dtype())) + ", " + std::to_string(dtype_size(engine.kv_dtype())) + " bytes a value";
+  if (!engine.kv_dtype_is_default()) return text + " (--kv-dtype)";
+  switch (engine.kv_dtype()) {
+    case DType::F32: return text + " (default: the weights are float32)";
+    case DType::BF16: return text + " (default: bfloat16 weights; --kv-dtype f32 for float32)";
+    default: return text + " (default: half-precision or quantized weights; --kv-dtype f32 for float32)";
+  }
+}
+
 EngineOptions engine_options(const RunOptions& run) {
   int threads = run.threads;
   if (const int cores = usable_cores(); threads > cores) {
@@ -38,6 +55,7 @@ EngineOptions engine_options(const RunOptions& run) {
   EngineOptions options{memory_option(run.max_memory), threads, !run.no_prefetch};
   if (run.compute_dtype == "q8") options.compute_dtype = DType::Q8_0;
   else if (!run.compute_dtype.empty()) options.compute_dtype = dtype_from_user(run.compute_dtype);
+  options.kv_dtype = kv_dtype_option(run.kv_dtype);
   options.io_mode = parse_io_mode(run.io);
   return options;
 }
@@ -97,6 +115,7 @@ int run_info(const InfoArgs& args) {
   int context = args.context;
   EngineOptions options{memory_option(args.max_memory), 0, true};
   options.io_mode = parse_io_mode(args.io);
+  options.kv_dtype = kv_dtype_option(args.kv_dtype);
   Engine engine(model, options);
   const auto& checkpoint = engine.checkpoint();
   const auto& c = engine.config();
@@ -121,6 +140,7 @@ int run_info(const InfoArgs& args) {
               rope_names[static_cast<int>(c.rope.type)], c.rope.factor, c.max_position, c.tie_word_embeddings ? "yes" : "no");
   std::printf("parameters    %.3f M\n", static_cast<double>(checkpoint.parameter_count()) / 1e6);
   std::printf("compute       %s\n", compute_description(engine).c_str());
+  std::printf("kv cache      %s\n", kv_description(engine).c_str());
   std::printf("units         (on disk -> in memory, in sweep order)\n");
   uint64_t total = 0, total_loaded = 0;
   for (const auto& unit : checkpoint.units) {

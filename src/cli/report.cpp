@@ -18,6 +18,7 @@ void print_memory_stats(const Engine& engine) {
   std::fprintf(stderr, "memory    budget %s; plan %s (%d of %zu layers resident); peak RSS %s\n",
                format_size(engine.budget_bytes()).c_str(), format_size(plan.total_bytes()).c_str(), plan.resident_units(),
                plan.resident.empty() ? size_t{0} : plan.resident.size() - 1, format_size(engine.stats().peak_rss_bytes).c_str());
+  std::fprintf(stderr, "kv cache  %s: %s\n", format_size(plan.kv_bytes).c_str(), kv_description(engine).c_str());
 }
 
 namespace {

@@ -29,6 +29,15 @@ IoMode parse_io_mode(const std::string& text) {
   fail("--io '" + text + "' is not one of auto, cached, direct");
 }
 
+const char* kv_dtype_text(DType dtype) {
+  switch (dtype) {
+    case DType::F16: return "f16";
+    case DType::BF16: return "bf16";
+    case DType::F32: return "f32";
+    default: return dtype_name(dtype);
+  }
+}
+
 namespace {
 void decide_io(MemoryPlan& plan, const PlanRequest& request) {
   if (request.io_mode != IoMode::Auto) {
@@ -51,8 +60,10 @@ uint64_t MemoryPlan::total_bytes() const {
 
 int MemoryPlan::resident_units() const { return static_cast<int>(std::count(resident.begin(), resident.end(), true)); }
 
-uint64_t kv_cache_bytes(const ModelConfig& c, uint64_t positions) {
-  return size_mul(2ull * c.num_layers * static_cast<uint64_t>(c.kv_dim()) * sizeof(float), positions);
+uint64_t kv_cache_bytes(const ModelConfig& c, uint64_t positions, DType kv_dtype) {
+  if (kv_dtype != DType::F32 && kv_dtype != DType::F16 && kv_dtype != DType::BF16)
+    fail(std::string("a KV cache holds f32, f16 or bf16 values, not ") + dtype_name(kv_dtype));
+  return size_mul(2ull * c.num_layers * static_cast<uint64_t>(c.kv_dim()) * dtype_size(kv_dtype), positions);
 }
 
 uint64_t activation_bytes(const ModelConfig& c, int tokens, int logit_rows, int threads) {
@@ -70,8 +81,11 @@ MemoryPlan plan_memory(const ModelConfig& config, const std::vector<uint64_t>& u
   plan.resident.assign(unit_bytes.size(), false);
   plan.process_bytes = request.process_bytes;
   plan.overhead_bytes = kOverheadBytes;
-  plan.kv_bytes = kv_cache_bytes(config, static_cast<uint64_t>(request.kv_positions > 0 ? request.kv_positions
-                                                                                      : int64_t{request.sequences} * request.context_tokens));
+  plan.kv_dtype = request.kv_dtype;
+  plan.kv_bytes = kv_cache_bytes(config,
+                                 static_cast<uint64_t>(request.kv_positions > 0 ? request.kv_positions
+                                                                                : int64_t{request.sequences} * request.context_tokens),
+                                 request.kv_dtype);
   const int min_tokens = request.sequences;
   const int max_tokens = std::max(request.prompt_tokens, min_tokens);
   auto logit_rows = [&](int tokens) {
@@ -91,8 +105,8 @@ MemoryPlan plan_memory(const ModelConfig& config, const std::vector<uint64_t>& u
   plan.minimum_budget = size_add(size_add(fixed, activations(min_tokens)), largest_unit);
   if (request.budget_bytes < plan.minimum_budget) {
     fail("--max-memory " + format_size(request.budget_bytes) + " is too small: this run needs at least " +
-         format_size(plan.minimum_budget) + " (the largest layer " + format_size(largest_unit) + ", KV cache " +
-         format_size(plan.kv_bytes) + ", activations " + format_size(activations(min_tokens)) + ", the process itself " +
+         format_size(plan.minimum_budget) + " (the largest layer " + format_size(largest_unit) + ", " + kv_dtype_text(plan.kv_dtype) +
+         " KV cache " + format_size(plan.kv_bytes) + ", activations " + format_size(activations(min_tokens)) + ", the process itself " +
          format_size(plan.process_bytes + plan.overhead_bytes) + ")");
   }
   const uint64_t budget = request.budget_bytes;
@@ -150,7 +164,8 @@ std::string describe_plan(const MemoryPlan& plan, const std::vector<std::string>
   out << "  reads               " << (plan.direct_io ? "direct, around the page cache" : "through the page cache") << " ("
       << plan.io_reason << ")\n";
   out << "  tokens per sweep    " << plan.tokens_per_sweep << "\n";
-  out << "  KV cache            " << format_size(plan.kv_bytes) << "\n";
+  out << "  KV cache            " << format_size(plan.kv_bytes) << " (" << kv_dtype_text(plan.kv_dtype) << ", "
+      << dtype_size(plan.kv_dtype) << " bytes a value)\n";
   out << "  activations         " << format_size(plan.activation_bytes) << "\n";
   out << "  process + overhead  " << format_size(plan.process_bytes + plan.overhead_bytes) << "\n";
   out << "  total               " << format_size(plan.total_bytes()) << " (minimum for this request "

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "format/dtype.h"
 #include "model/config.h"
 
 namespace lw {
@@ -29,6 +30,7 @@ struct PlanRequest {
   int logit_chunk = 0;        // with all_logits: logits held at most this many rows at a time (0: all)
   IoMode io_mode = IoMode::Auto;
   uint64_t cache_room_bytes = 0;  // memory the machine has beyond this budget, where the page cache can live
+  DType kv_dtype = DType::F32;    // the KV cache's elements: F32 (4 bytes), F16 or BF16 (2 bytes)
 };
 
 struct MemoryPlan {
@@ -42,6 +44,7 @@ struct MemoryPlan {
   uint64_t minimum_budget = 0;  // the least budget that runs this request at all
   uint64_t streamed_bytes_per_sweep = 0;
   uint64_t weight_bytes = 0;  // all loadable units together: what a sweep computes on
+  DType kv_dtype = DType::F32;  // what kv_bytes holds
   bool direct_io = false;     // read around the page cache
   std::string io_reason;      // why, in words
   int resident_units() const;
@@ -49,7 +52,10 @@ struct MemoryPlan {
 };
 
 // Saturate at kSizeOverflow (common/sizes.h) rather than wrap.
-uint64_t kv_cache_bytes(const ModelConfig& config, uint64_t positions);
+// "f32", "f16", "bf16": a KV dtype as --kv-dtype spells it.
+const char* kv_dtype_text(DType dtype);
+// Keys and values of every layer for `positions` positions, dtype_size(kv_dtype) bytes a value.
+uint64_t kv_cache_bytes(const ModelConfig& config, uint64_t positions, DType kv_dtype = DType::F32);
 uint64_t activation_bytes(const ModelConfig& config, int tokens, int logit_rows, int threads);
 
 // unit_bytes: the memory each unit occupies when loaded (index 0 is the embedding: not loaded).

@@ -50,6 +50,14 @@ constexpr const char* kNonFiniteCause =
 
 }  // namespace
 
+DType default_kv_dtype(const Checkpoint& checkpoint) {
+  bool all_f32 = true, any_bf16 = false;
+  for (const auto& unit : checkpoint.units)
+    for (const auto& tensor : unit.tensors)
+      if (tensor.shape.size() == 2) all_f32 = all_f32 && tensor.dtype == DType::F32, any_bf16 = any_bf16 || tensor.dtype == DType::BF16;
+  return all_f32 ? DType::F32 : any_bf16 ? DType::BF16 : DType::F16;
+}
+
 Engine::Engine(const std::string& model_path, const EngineOptions& options)
     : options_(options), checkpoint_(Checkpoint::open(model_path)) {
   budget_ = options.max_memory ? options.max_memory : current_rss_bytes() + available_memory_bytes() / 10 * 8;
@@ -61,6 +69,9 @@ Engine::Engine(const std::string& model_path, const EngineOptions& options)
       if (dtype_is_quantized(tensor.dtype)) any_blocks = true;
     }
   backend_->set_compute_dtype(options.compute_dtype.value_or(any_blocks ? DType::Q8_0 : all_bf16 ? DType::BF16 : DType::F32));
+  kv_dtype_ = options.kv_dtype.value_or(default_kv_dtype(checkpoint_));
+  if (!kv_dtype_supported(kv_dtype_))
+    fail(std::string("a KV cache holds f32, f16 or bf16 values, not ") + dtype_name(kv_dtype_));
   embedding_ = std::make_unique<EmbeddingReader>(checkpoint_);
 }
 
@@ -84,6 +95,7 @@ MemoryPlan Engine::plan(const RunShape& shape) const {
   request.process_bytes = options_.count_process ? current_rss_bytes() : 0;
   request.threads = backend_->threads();
   request.io_mode = options_.io_mode;
+  request.kv_dtype = kv_dtype_;
   // The page cache can live in what the machine has beyond this run's budget.
   const uint64_t taken = budget_ > current_rss_bytes() ? budget_ - current_rss_bytes() : 0;
   const uint64_t available = available_memory_bytes();
@@ -168,11 +180,14 @@ void Engine::begin(const RunShape& shape) {
   gate_ = buffer(tokens * c.intermediate_size);
   up_ = buffer(tokens * c.intermediate_size);
   if (shape.logit_chunk > 0) logit_chunk_ = buffer(std::min<size_t>(static_cast<size_t>(shape.logit_chunk), tokens) * c.vocab_size);
-  const size_t cache_floats = static_cast<size_t>(shape.total_kv_positions()) * c.kv_dim();
+  // Each layer's keys and values: kv_dim elements of kv_dtype_ per position (the buffers are
+  // counted in floats, so half-precision caches round up to a whole float).
+  const size_t cache_elements = static_cast<size_t>(shape.total_kv_positions()) * c.kv_dim();
+  const size_t cache_floats = (cache_elements * dtype_size(kv_dtype_) + sizeof(float) - 1) / sizeof(float);
   for (int layer = 0; layer < c.num_layers; layer++) {
     float* k = buffer(cache_floats);
     float* v = buffer(cache_floats);
-    kv_.push_back({k, v, c.kv_dim(), nullptr});
+    kv_.push_back({k, v, c.kv_dim(), nullptr, kv_dtype_});
   }
   set_sequences(std::vector<SequenceSpan>(static_cast<size_t>(shape.sequences), SequenceSpan{0, shape.context_tokens, -1}));
   rope_length_ = 0;  // each run starts from the trained context, like a freshly loaded model

@@ -32,7 +32,17 @@ struct EngineOptions {
   // F32 accumulation); F32 for everything else.
   std::optional<DType> compute_dtype = std::nullopt;
   IoMode io_mode = IoMode::Auto;  // reads through the page cache or around it (plan/plan.h)
+  // Element type of the KV cache: F32, F16 or BF16 (half the memory, values rounded to nearest
+  // even when stored; attention still computes in float32). Unset: default_kv_dtype.
+  std::optional<DType> kv_dtype = std::nullopt;
 };
+
+// The KV cache's default element type for a checkpoint: the precision of its weights. F32 when
+// every matrix is F32 (results as exact as float32 transformers'), BF16 when any matrix is BF16
+// (a bfloat16 model: its keys and values need bfloat16's range, and transformers running it
+// natively caches them in bfloat16), F16 otherwise (F16 weights, as transformers caches them
+// natively; quantized blocks, as llama.cpp's cache does by default).
+DType default_kv_dtype(const Checkpoint& checkpoint);
 
 // What a run will ask of the engine, so memory can be planned before anything is allocated.
 struct RunShape {
@@ -95,6 +105,8 @@ class Engine {
   const char* kernel_set() const { return backend_->kernel_set(); }
   DType compute_dtype() const { return backend_->compute_dtype(); }
   const char* matrix_units() const { return backend_->matrix_units(); }
+  DType kv_dtype() const { return kv_dtype_; }
+  bool kv_dtype_is_default() const { return !options_.kv_dtype.has_value(); }
   std::vector<uint64_t> unit_memory_bytes() const;
   MemoryPlan plan(const RunShape& shape) const;  // throws lw::Error if the budget is too small
   // Reads a few of the plan's streamed units (all units when none streams) the way the plan
@@ -130,6 +142,7 @@ class Engine {
   EngineOptions options_;
   Checkpoint checkpoint_;
   uint64_t budget_ = 0;
+  DType kv_dtype_ = DType::F32;
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<EmbeddingReader> embedding_;
   std::unique_ptr<Streamer> streamer_;
