@@ -267,6 +267,7 @@ TEST_P(QuantMatmul, EqualsPerRowDots) {
       for (bool with_bias : {false, true}) {
         auto backend = make_cpu_backend(threads, cpu::level_name(level));
         ASSERT_STREQ(backend->kernel_set(), cpu::level_name(level));
+        backend->set_compute_dtype(DType::Q8_0);  // the engine's default for block weights
         const std::vector<float> x = random_activations(tokens * cols, static_cast<uint32_t>(tokens * 31 + threads));
         std::vector<float> y(static_cast<size_t>(tokens * rows), -1.0f);
         backend->matmul(y.data(), x.data(), tokens, view, with_bias ? &bias_view : nullptr);
