@@ -14,7 +14,7 @@
 #   llama_cpp_python-<version>.tar.gz   the sdist (from PyPI's simple index, sha256 checked)
 #   src/                                vendor/llama.cpp from it
 #   build/                              the cmake build
-#   bin/                                llama-perplexity, llama-bench, llama-tokenize, BUILD-INFO
+#   bin/                                llama-perplexity, llama-bench, llama-tokenize, llama-quantize, BUILD-INFO
 #
 # LLAMA_CPP_PYTHON_VERSION overrides the pinned version (the build options fit 0.3.36, whose
 # llama.cpp is commit 0c1e570 of the 0.5.0-dev series; older trees may need other options).
