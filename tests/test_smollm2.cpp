@@ -112,8 +112,7 @@ TEST(SmolLM2, FirstStepLogitsAndGreedyIdsMatchFromTheGgufFile) {
 
 // The default for block weights: integer products with activations rounded to int8 per 32
 // values (README: precision). That rounding, not an error, moves the logits away from
-// transformers' float32 ones: measured 0.47 and 0.49 at the first step of the two short prompts
-// (the third is 48 tokens or more, so its prompt pass runs in float32 tiles: ~0). This guards
+// transformers' float32 ones: measured 0.47 and 0.49 at the first step of the two short prompts. This guards
 // against regressions at twice that, and checks what a user sees: the same first token and the
 // same greedy text for the first 32 steps (measured: 64, 64 and 45 of 64). The quality
 // measurement proper, against llama.cpp's own integer products, is bench/quant_quality.py.

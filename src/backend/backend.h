@@ -74,7 +74,7 @@ class Backend {
   // dequantized exactly); BF16 lets the backend round activations and weights to bfloat16 and
   // accumulate in float32 on matrix units (the CPU backend: AMX, for products of 16 tokens or
   // more); Q8_0 multiplies block weights as integers with activations quantized to int8 per 32
-  // values (the CPU backend: below 48 tokens; quant_kernels.h), float weights as F32. Other
+  // values (quant_kernels.h), float weights as F32. Other
   // operations stay float32.
   virtual void set_compute_dtype(DType dtype) = 0;
   virtual DType compute_dtype() const = 0;

@@ -134,9 +134,9 @@ class CpuBackend final : public Backend {
     std::vector<float> bias_f32 = bias ? vector_as_f32(*bias) : std::vector<float>();
     if (compute_ == DType::BF16 && tokens >= kAmxMinTokens && level_ == cpu::Level::Amx && !dtype_is_quantized(w.dtype))
       return matmul_amx(y, x, tokens, w, bias ? bias_f32.data() : nullptr);
-    if (tokens >= kBlasMinTokens && level_ >= cpu::Level::Avx2) return matmul_blas(y, x, tokens, w, bias ? bias_f32.data() : nullptr);
     if (compute_ == DType::Q8_0 && dtype_is_quantized(w.dtype) && quant_kernels_.dot[static_cast<int>(w.dtype)])
       return matmul_quantized(y, x, tokens, w, bias ? bias_f32.data() : nullptr);
+    if (tokens >= kBlasMinTokens && level_ >= cpu::Level::Avx2) return matmul_blas(y, x, tokens, w, bias ? bias_f32.data() : nullptr);
     const bool half = w.dtype == DType::F16 || w.dtype == DType::BF16, f16 = w.dtype == DType::F16;
     pool_.parallel_for((rows + 3) / 4, [&](int64_t first, int64_t last, int thread) {
       std::vector<float>& scratch = scratch_[static_cast<size_t>(thread)];
@@ -336,8 +336,10 @@ class CpuBackend final : public Backend {
     });
   }
 
-  // Block weights against activations quantized per block: integer dot products, each weight row
-  // read once for all the tokens.
+  // Block weights against activations quantized per block: integer dot products at any number of
+  // tokens (a token's result never depends on the others). Each thread takes chunks of rows and
+  // runs them against the tokens a slice at a time, so the rows stay in L1 and the slice of
+  // quantized activations in L2.
   void matmul_quantized(float* y, const float* x, int tokens, const WeightView& w, const float* bias) {
     const int64_t rows = w.rows, cols = w.cols;
     const size_t values = static_cast<size_t>(tokens) * static_cast<size_t>(cols);
@@ -351,17 +353,22 @@ class CpuBackend final : public Backend {
     });
     const auto dot = quant_kernels_.dot[static_cast<int>(w.dtype)];
     const uint64_t row_bytes = dtype_row_bytes(w.dtype, static_cast<uint64_t>(cols));
-    pool_.parallel_for(rows, [&](int64_t first, int64_t last, int) {
-      for (int64_t r = first; r < last; r++) {
-        const void* row = static_cast<const char*>(w.data) + static_cast<uint64_t>(r) * row_bytes;
-        for (int t = 0; t < tokens; t++) {
-          const cpu::QuantizedActivations activations{activations_q_.data() + t * cols,
-                                                      activation_scales_.data() + t * cols / cpu::kActivationBlock,
-                                                      activation_sums_.data() + t * cols / 16};
-          y[t * rows + r] = dot(row, activations, cols) + (bias ? bias[r] : 0.0f);
-        }
+    constexpr int64_t kRowChunk = 8, kTokenSlice = 32;
+    pool_.parallel_for((rows + kRowChunk - 1) / kRowChunk, [&](int64_t first, int64_t last, int) {
+      for (int64_t chunk = first; chunk < last; chunk++) {
+        const int64_t r0 = chunk * kRowChunk, r1 = std::min(rows, r0 + kRowChunk);
+        for (int64_t t0 = 0; t0 < tokens; t0 += kTokenSlice)
+          for (int64_t r = r0; r < r1; r++) {
+            const void* row = static_cast<const char*>(w.data) + static_cast<uint64_t>(r) * row_bytes;
+            for (int64_t t = t0; t < std::min<int64_t>(tokens, t0 + kTokenSlice); t++) {
+              const cpu::QuantizedActivations activations{activations_q_.data() + t * cols,
+                                                          activation_scales_.data() + t * cols / cpu::kActivationBlock,
+                                                          activation_sums_.data() + t * cols / 16};
+              y[t * rows + r] = dot(row, activations, cols) + (bias ? bias[r] : 0.0f);
+            }
+          }
       }
-    }, 16);
+    }, 2);
   }
 
   void matmul_amx(float* y, const float* x, int tokens, const WeightView& w, const float* bias) {

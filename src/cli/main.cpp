@@ -87,7 +87,7 @@ void add_run_options(CLI::App* command, RunOptions& run) {
   command->add_option("--compute-dtype", run.compute_dtype,
                       "Precision of matrix products: f32; bf16 (AMX where the CPU has it; activations rounded to "
                       "bfloat16); or q8 (block-quantized weights times activations quantized to int8 per 32 values, "
-                      "integer products, below 48 tokens a pass). Default: q8 when any matrix is block-quantized, bf16 "
+                      "integer products). Default: q8 when any matrix is block-quantized, bf16 "
                       "for BF16 checkpoints, else f32")
       ->check(CLI::IsMember({"f32", "bf16", "q8", "float32", "bfloat16"}));
   command->add_option("--kv-dtype", run.kv_dtype, kKvDtypeHelp)->check(CLI::IsMember(kKvDtypes));

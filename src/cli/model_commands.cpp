@@ -22,7 +22,7 @@ uint64_t memory_option(const std::string& text) { return text.empty() ? 0 : pars
 std::string compute_description(const Engine& engine) {
   const std::string kernels = std::string(", ") + engine.kernel_set() + " kernels, " + std::to_string(engine.threads()) + " threads";
   if (engine.compute_dtype() == DType::Q8_0)
-    return "q8 matrix products on weight blocks (int8 activations per 32 values; float32 tiles from 48 tokens a pass)" + kernels;
+    return "q8 matrix products on weight blocks (integer, activations as int8 per 32 values)" + kernels;
   if (engine.compute_dtype() != DType::BF16) return "f32 matrix products" + kernels;
   return *engine.matrix_units() ? "bf16 matrix products (AMX tiles when 16 tokens or more pass a layer)" + kernels
                                 : "bf16 requested, but no AMX here: f32 matrix products" + kernels;
