@@ -8,6 +8,7 @@
 #include <tuple>
 #include <vector>
 
+#include "attention_reference.h"
 #include "backend/backend.h"
 #include "common/error.h"
 #include "format/dtype.h"
@@ -140,31 +141,6 @@ INSTANTIATE_TEST_SUITE_P(Levels, MatmulKernels,
 
 class LevelKernels : public ::testing::TestWithParam<std::string> {};
 
-// Attention of each token over its sequence's positions 0..position, in double precision.
-void expect_attention_matches(const std::vector<float>& out, const std::vector<float>& q, const std::vector<float>& k,
-                              const std::vector<float>& v, const std::vector<int32_t>& positions, const std::vector<int32_t>& sequences,
-                              int context, int heads, int kv_heads, int head_dim) {
-  const int kv_dim = kv_heads * head_dim, group = heads / kv_heads;
-  for (size_t t = 0; t < positions.size(); t++)
-    for (int h = 0; h < heads; h++) {
-      const float* query = &q[(t * heads + h) * head_dim];
-      const size_t base = static_cast<size_t>(sequences[t]) * context * kv_dim + static_cast<size_t>(h / group * head_dim);
-      std::vector<double> scores(static_cast<size_t>(positions[t] + 1));
-      double top = -1e300, total = 0;
-      for (int p = 0; p <= positions[t]; p++) {
-        double s = 0;
-        for (int d = 0; d < head_dim; d++) s += static_cast<double>(query[d]) * k[base + static_cast<size_t>(p * kv_dim + d)];
-        scores[static_cast<size_t>(p)] = s / std::sqrt(static_cast<double>(head_dim));
-        top = std::max(top, scores[static_cast<size_t>(p)]);
-      }
-      for (double& s : scores) total += s = std::exp(s - top);
-      for (int d = 0; d < head_dim; d++) {
-        double expected = 0;
-        for (int p = 0; p <= positions[t]; p++) expected += scores[static_cast<size_t>(p)] / total * v[base + static_cast<size_t>(p * kv_dim + d)];
-        EXPECT_NEAR(out[(t * heads + h) * head_dim + d], expected, 2e-6) << "token " << t << " head " << h << " d " << d;
-      }
-    }
-}
 
 TEST_P(LevelKernels, TiledAttentionMatchesAFullSoftmax) {
   BACKEND_OR_SKIP(backend, GetParam());
@@ -185,7 +161,7 @@ TEST_P(LevelKernels, TiledAttentionMatchesAFullSoftmax) {
       const std::vector<float> q = random_values(positions.size() * heads * head_dim, 6);
       std::vector<float> out(q.size());
       backend->attention(out.data(), q.data(), cache, placement, heads, kv_heads, head_dim);
-      expect_attention_matches(out, q, k, v, positions, sequences, context, heads, kv_heads, head_dim);
+      test::expect_attention_matches(out, q, k, v, positions, sequences, context, heads, kv_heads, head_dim);
     }
   }
 }
