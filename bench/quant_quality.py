@@ -39,6 +39,8 @@ from stream_bench import ROOT, describe_machine, find_llama_cpp, fmt_size, print
 
 QUANTIZE_NAMES = {"q8_0": "Q8_0", "q4_0": "Q4_0", "q4_k_m": "Q4_K_M", "q5_k_m": "Q5_K_M", "q6_k": "Q6_K",
                   "iq4_xs": "IQ4_XS", "q4_k": "Q4_K_S", "q5_k": "Q5_K_S"}
+# What `layerwise split --quantize` offers (for --ours-quantize).
+OURS = ("q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "q4_k_m", "iq4_xs")
 DEFAULT_TEXT = "/usr/share/common-licenses/GPL-3"
 VS_LLAMA_FACTOR, VS_LLAMA_ABSOLUTE = 1.10, 0.001
 
@@ -178,7 +180,7 @@ def main():
             path = os.path.join(work, "%s.gguf" % t)
             run([quantize_tool, f32, path, QUANTIZE_NAMES[t], str(args.threads)], "llama-quantize")
             models.append((t.upper(), path, "llama-quantize"))
-            if args.ours_quantize:
+            if args.ours_quantize and t in OURS:
                 split = os.path.join(work, "ours-%s" % t)
                 run([layerwise, "split", "--model", f32, "--out", split, "--quantize", t, "--quiet"], "layerwise split --quantize")
                 models.append((t.upper(), split, "ours (split --quantize)"))
