@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes tests/fixtures/gguf/dequant_goldens.json: for every ggml type src/gguf/dequantize.cpp
+"""Writes tests/fixtures/gguf/dequant_goldens.json: for every ggml type src/format/dequantize.cpp
 handles, random raw blocks and the float32 values the gguf Python package's reference
 dequantizer (gguf.quants.dequantize, numpy) makes of them. tests/gguf/test_dequantize.cpp checks
 lw::dequantize_row and lw::dequantize_in_place against them bit for bit.
