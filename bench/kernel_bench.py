@@ -52,6 +52,9 @@ VARIANTS.update({q: [("q", [])] for q in QUANTIZED})
 # quantized files and at least its speed for F32.
 DECODE_VS_LLAMA, DECODE_VS_BANDWIDTH = 1.0, {"f32": 0.90, "bf16": 0.90, "q": 0.85}
 PREFILL_VS_LLAMA = {"f32": 1.0, "bf16": 5.0, "q": 1.5}  # by the precision of our products
+# And a resident run of a quantized file holds at most 1.1x what llama-bench holds (peak RSS by wait4;
+# llama.cpp's mapped file pages count once touched, as our read copy does).
+PEAK_RSS_VS_LLAMA = 1.1
 TARGET_PROMPT = 512
 # A run during which other processes used more than this share of the machine's CPUs is flagged.
 BUSY_SHARE = 0.15
@@ -70,6 +73,11 @@ def fmt_rate(value, unit, scale):
 
 def fmt_pct(x):
     return "n/a" if x is None else "%.0f%%" % (100 * x)
+
+
+def largest(values):
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
 
 
 def median(values):
@@ -93,14 +101,15 @@ def cpu_seconds():
 
 def spawn(command, timeout):
     """Runs command (stream_bench's spawn). Returns a dict: exit (negative: the signal), stdout,
-    stderr, wall_s, cpu_s (the child's, wait4), timed_out, and others_share: the CPU time other
+    stderr, wall_s, cpu_s (the child's, wait4), peak_rss (wait4's, bytes; None when it cannot be
+    told from this script's own peak, the floor), timed_out, and others_share: the CPU time other
     processes used during the run (the machine's busy time from /proc/stat minus the child's) as a
     share of wall time x the machine's CPUs; steal_share likewise for time the hypervisor took."""
     before = cpu_seconds()
-    code, stdout, stderr, wall, cpu, _, _, timed_out = spawn_process(command, timeout=timeout)
+    code, stdout, stderr, wall, cpu, rss, floor, timed_out = spawn_process(command, timeout=timeout)
     after = cpu_seconds()
     result = {"exit": code, "stdout": stdout, "stderr": stderr, "wall_s": wall, "cpu_s": cpu, "timed_out": timed_out,
-              "others_share": None, "steal_share": None}
+              "peak_rss": rss if rss > floor else None, "others_share": None, "steal_share": None}
     if before and after and wall > 0:
         capacity = wall * (os.cpu_count() or 1)
         result["others_share"] = max(0.0, (after[0] - before[0]) - cpu) / capacity
@@ -376,6 +385,8 @@ def summarize_dtype(args, entry, probe):
             "ours_prefill_tps": median(r["pp"]["tokens_per_second"] for r in good),
             "ours_decode_tps": median(r["tg"]["tokens_per_second"] for r in good),
             "ours_warm_up_s": median(r["report"]["warm_up_seconds"] for r in good),
+            "ours_peak_rss": largest(r["peak_rss"] for r in good),
+            "llama_peak_rss": largest(r["peak_rss"] for r in llama),
             "llama_pp_tps": median(r["pp"]["avg_ts"] for r in llama),
             "llama_tg_tps": median(r["tg"]["avg_ts"] for r in llama),
             "prefill_flops": flops,
@@ -402,6 +413,7 @@ def summarize_dtype(args, entry, probe):
         s["ours_decode_bps"] = s["ours_decode_tps"] * work["decode_bytes"] if s["ours_decode_tps"] else None
         s["llama_decode_bps"] = s["llama_tg_tps"] * work["decode_bytes"] if s["llama_tg_tps"] else None
         s["prefill_ratio"] = ratio(s["ours_prefill_tps"], s["llama_pp_tps"])
+        s["peak_rss_ratio"] = ratio(s["ours_peak_rss"], s["llama_peak_rss"])
         s["decode_ratio"] = ratio(s["ours_decode_tps"], s["llama_tg_tps"])
         s["prefill_of_peak"] = ratio(s["ours_prefill_flops"], prefill_peak)
         s["llama_prefill_of_peak"] = ratio(s["llama_prefill_flops"], prefill_peak)
@@ -484,7 +496,7 @@ def report(args, entries, probe, results):
         for s in entry["summaries"]:
             say("%s, %s products: a decode token reads %s of weights; a %d-token prefill is %s; tok/s of each counted "
                 "round: ours prefill %s, decode %s; llama.cpp pp %s, tg %s; our warm-up pass (reading the weights) "
-                "%s%s%s" % (
+                "%s%s%s%s" % (
                     entry["dtype"].upper(), s["precision"], fmt_size(s["decode_bytes"]), args.prompt,
                     fmt_rate(s["prefill_flops"], "GFLOP", 1e9),
                     " ".join("%.1f" % v for v in s["samples"]["ours_prefill_tps"]) or "-",
@@ -492,6 +504,10 @@ def report(args, entries, probe, results):
                     " ".join("%.1f" % v for v in s["samples"]["llama_pp_tps"]) or "-",
                     " ".join("%.2f" % v for v in s["samples"]["llama_tg_tps"]) or "-",
                     "n/a" if s["ours_warm_up_s"] is None else "%.2f s" % s["ours_warm_up_s"],
+                    "; peak RSS ours %s, llama.cpp %s (%s)" % (
+                        fmt_size(s["ours_peak_rss"]) if s["ours_peak_rss"] else "n/a",
+                        fmt_size(s["llama_peak_rss"]) if s["llama_peak_rss"] else "n/a",
+                        "%.2fx" % s["peak_rss_ratio"] if s["peak_rss_ratio"] else "n/a"),
                     "; !! %d runs FAILED" % s["failed_runs"] if s["failed_runs"] else "",
                     "" if s["token_counts_ok"] else "; !! layerwise bench reports other token counts than asked"))
             for name, value in (("prefill", s["prefill_of_peak"]), ("decode", s["decode_of_bandwidth"])):
@@ -511,9 +527,14 @@ def report(args, entries, probe, results):
             continue
         for s in entry["summaries"]:
             shares = s["others_share_max"]
-            for regime, text, met in targets_for(args, s):
+            targets = targets_for(args, s)
+            if products_of(s) == "q":
+                met = None if s["peak_rss_ratio"] is None else s["peak_rss_ratio"] <= PEAK_RSS_VS_LLAMA
+                targets.append(("memory", "peak RSS <= %.1fx llama.cpp's (the largest of the counted runs)" % PEAK_RSS_VS_LLAMA,
+                                met))
+            for regime, text, met in targets:
                 verdict = "met" if met else ("n/a" if met is None else "NOT met")
-                if any(v is not None and v > BUSY_SHARE for v in (shares["ours_" + regime], shares["llama"])):
+                if regime != "memory" and any(v is not None and v > BUSY_SHARE for v in (shares["ours_" + regime], shares["llama"])):
                     verdict += " (from figures marked *: unreliable)"
                 say("  %-5s %-5s %-8s %-90s %s" % (entry["dtype"], s["precision"], regime, text, verdict))
                 results["targets"].append({"dtype": entry["dtype"], "products": s["precision"], "regime": regime,
