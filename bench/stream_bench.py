@@ -44,6 +44,9 @@ FALLBACK_SHAPES = {
     "llama2-7b": (4096, 32, 32, 32, 11008, 32000),
 }
 DTYPE_BYTES = {"f32": 4, "float32": 4, "f16": 2, "float16": 2, "bf16": 2, "bfloat16": 2}
+# Quantized runs: an F16 checkpoint, its F16 GGUF twin, then llama.cpp's llama-quantize to this type
+# (its name for it); both engines read the quantized file, and only it stays on disk.
+QUANTIZED = {"q4_k_m": "Q4_K_M", "q4_0": "Q4_0", "q8_0": "Q8_0"}
 # Mirrors src/io/read_pipeline.h: direct reads of 1 MiB, up to 8 in flight through io_uring.
 ENGINE_READ_BYTES = 1 << 20
 ENGINE_READ_DEPTH = 8
@@ -702,7 +705,9 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Column meanings: bench/README.md")
     parser.add_argument("--shape", default="llama2-7b", choices=sorted(shapes), help="checkpoint shape (default llama2-7b)")
-    parser.add_argument("--dtype", default="f16", choices=["f32", "f16", "bf16"], help="checkpoint dtype (default f16)")
+    parser.add_argument("--dtype", default="f16", choices=["f32", "f16", "bf16"] + sorted(QUANTIZED),
+                        help="checkpoint dtype (default f16); q4_k_m, q4_0, q8_0: a GGUF file quantized by llama-quantize "
+                             "from the F16 one, read by both engines (AirLLM is not run)")
     parser.add_argument("--budgets", default="2GiB,6GiB",
                         help="--max-memory of the runs, comma-separated; llama.cpp, AirLLM and the no-prefetch run use "
                              "the first (default 2GiB,6GiB)")
@@ -733,41 +738,57 @@ def main():
     try:
         results["machine"] = machine = describe_machine(workdir)
         shape = shapes[args.shape]
-        parameters, model_bytes = checkpoint_bytes(shape, args.dtype)
+        quantized = QUANTIZED.get(args.dtype)
+        made = "f16" if quantized else args.dtype  # what make_checkpoint and hf_to_gguf.py write
+        if quantized and (args.no_llama or args.airllm_python):
+            raise BenchError("--dtype %s files are made by llama.cpp's llama-quantize (not with --no-llama) and AirLLM "
+                             "cannot read them (leave out --airllm-python)" % args.dtype)
+        parameters, model_bytes = checkpoint_bytes(shape, made)
         copies = 1 + (not args.no_llama) + bool(args.airllm_python)
         say()
         say("checkpoint")
         say("  %s %s: %.1f M parameters, %s; %d copies (HF%s%s) need %s, %s free in %s" % (
-            args.shape, args.dtype, parameters / 1e6, fmt_size(model_bytes), copies,
+            args.shape, made, parameters / 1e6, fmt_size(model_bytes), copies,
             ", GGUF" if not args.no_llama else "", ", AirLLM's split" if args.airllm_python else "",
             fmt_size(copies * model_bytes), fmt_size(machine["disk_free"]), workdir))
         if machine["disk_free"] < copies * model_bytes * 1.05:
             raise BenchError("not enough disk space in %s (pass --workdir on a bigger disk)" % workdir)
         created.append(hf_dir)
-        seconds, _ = run_tool([make_checkpoint, "--shape", args.shape, "--dtype", args.dtype, "--out", hf_dir, "--quiet"],
+        seconds, _ = run_tool([make_checkpoint, "--shape", args.shape, "--dtype", made, "--out", hf_dir, "--quiet"],
                               "make_checkpoint")
         weights = os.path.join(hf_dir, "model.safetensors")
         say("    wrote %s in %.1f s" % (fmt_size(os.path.getsize(weights)), seconds))
+        vocab = int(json.load(open(os.path.join(hf_dir, "config.json")))["vocab_size"])
         llama_bench = None
+        model = hf_dir
         if not args.no_llama:
             llama_dir, _ = find_llama_cpp(args.llama_bin, "llama-bench")
             llama_bench = os.path.join(llama_dir, "llama-bench")
             created.append(gguf_path)
+            float_gguf = gguf_path + ".f16.gguf" if quantized else gguf_path
+            created.append(float_gguf)
             # The GGUF writer's peak is a few copies of the largest tensor (bench/hf_to_gguf.py).
-            run_tool([sys.executable, os.path.join(ROOT, "bench", "hf_to_gguf.py"), hf_dir, gguf_path, "--outtype",
-                      args.dtype], "hf_to_gguf.py")
+            run_tool([sys.executable, os.path.join(ROOT, "bench", "hf_to_gguf.py"), hf_dir, float_gguf, "--outtype",
+                      made], "hf_to_gguf.py")
+            if quantized:
+                shutil.rmtree(hf_dir)
+                seconds, _ = run_tool([os.path.join(llama_dir, "llama-quantize"), float_gguf, gguf_path, quantized,
+                                       str(args.threads)], "llama-quantize")
+                os.remove(float_gguf)
+                weights = model = gguf_path
+                say("    llama-quantize wrote %s (%s) in %.1f s; the checkpoint and the F16 GGUF file are deleted" % (
+                    fmt_size(os.path.getsize(gguf_path)), quantized, seconds))
         _, version, no_cgroup = MemoryCgroup.own_memory_cgroup()
         say("  cgroup        %s" % ("not available (%s): llama.cpp and AirLLM cannot be held to the budget, so they "
                                     "are not run" % no_cgroup if no_cgroup else
                                     "v%d: llama.cpp, AirLLM and layerwise --io auto run in a child of this process's "
                                     "memory cgroup limited to the budget, page cache included" % version))
 
-        vocab = int(json.load(open(os.path.join(hf_dir, "config.json")))["vocab_size"])
         rng = random.Random(args.seed)
         prompt = [rng.randrange(3, vocab) for _ in range(args.prefill)]
         prompt_text = " ".join(map(str, prompt))
         context = args.prefill + args.decode
-        base = [layerwise, "generate", "--model", hf_dir, "--prompt-ids", prompt_text, "--max-new-tokens",
+        base = [layerwise, "generate", "--model", model, "--prompt-ids", prompt_text, "--max-new-tokens",
                 str(args.decode), "--ignore-eos", "--threads", str(args.threads)]
 
         def in_cgroup(name, budget, command, files, **run_args):
@@ -815,7 +836,7 @@ def main():
         for index, budget in enumerate(budgets):
             say()
             say("budget %s" % fmt_size(budget))
-            prediction = plan_prediction(layerwise, hf_dir, budget, context)
+            prediction = plan_prediction(layerwise, model, budget, context)
             ours("layerwise", budget, ["--io", "direct"], prediction["sweep_s"])
             if index:
                 continue
