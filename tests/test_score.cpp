@@ -2,6 +2,9 @@
 // scripts/make_score_goldens.py: every prefix + choice run alone through transformers), and the
 // proof that sharing works: one copy of each prefix, each layer read once per batch of rows.
 #include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 
 #include "common/error.h"
@@ -189,6 +192,84 @@ TEST(Perplexity, MatchesTransformersSlidingWindows) {
   }
 }
 
+std::vector<int> story_ids() {
+  const auto result = test::layerwise({"tokenize", "--model", test::stories_path(), "--file",
+                                       test::source_path(goldens()["perplexity"]["text"].get<std::string>())});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  return test::parse_ids(result.out);
+}
+
+// log p(chunk[j] | chunk[0 .. j)) for j = 1 .. size - 1, from one row that scores the whole chunk.
+std::vector<double> every_logprob(Engine& engine, const std::vector<int>& chunk) {
+  std::vector<double> out(chunk.size(), NAN);
+  ScoreOptions options;
+  options.on_logits = [&](size_t, int, int token, const float* logits, int vocab) {
+    const double top = *std::max_element(logits, logits + vocab);
+    double total = 0;
+    for (int i = 0; i < vocab; i++) total += std::exp(static_cast<double>(logits[i]) - top);
+    out[static_cast<size_t>(token) + 1] = static_cast<double>(logits[chunk[static_cast<size_t>(token) + 1]]) - top - std::log(total);
+  };
+  score_rows(engine, {{{chunk[0]}, {std::vector<int>(chunk.begin() + 1, chunk.end())}}}, options);
+  return out;
+}
+
+TEST(Perplexity, ChunksScoreTheTokensLlamaPerplexityScores) {
+  const std::vector<int> ids = story_ids();
+  ASSERT_EQ(ids.size(), 500u);
+  ASSERT_EQ(ids[0], 1);  // stories260K's tokenizer adds BOS
+  // llama-perplexity -c 64: n_chunk = 500 / 64 = 7; chunk i scores text positions
+  // 64 i + 32 + 1 .. 64 i + 63 (logits from its positions 32 .. 62): 31 a chunk.
+  const PerplexityPlan plan = llama_chunks(ids, 64, 1);
+  ASSERT_EQ(plan.windows.size(), 7u);
+  std::vector<size_t> expected;
+  for (size_t i = 0; i < 7; i++)
+    for (size_t p = 64 * i + 33; p < 64 * i + 64; p++) expected.push_back(p);
+  EXPECT_EQ(plan.positions(), expected);
+  for (size_t i = 0; i < 7; i++) {
+    const ScoreRow& chunk = plan.windows[i];
+    ASSERT_EQ(chunk.prefix.size(), 33u);
+    ASSERT_EQ(chunk.choices.size(), 1u);
+    EXPECT_EQ(chunk.prefix[0], 1) << "BOS first in chunk " << i;
+    EXPECT_EQ(std::vector<int>(chunk.prefix.begin() + 1, chunk.prefix.end()),
+              std::vector<int>(ids.begin() + static_cast<long>(64 * i + 1), ids.begin() + static_cast<long>(64 * i + 33)));
+    EXPECT_EQ(chunk.choices[0], std::vector<int>(ids.begin() + static_cast<long>(64 * i + 33), ids.begin() + static_cast<long>(64 * i + 64)));
+  }
+  EXPECT_EQ(llama_chunks(ids, 64, -1).windows[1].prefix[0], ids[64]);  // no BOS: the text's own token
+  EXPECT_EQ(llama_chunks(ids, 500, 1).positions().size(), 249u);      // 500 - 1 - 250
+  EXPECT_EQ(llama_chunks(ids, 3, 1).positions().size(), 166u);        // 166 chunks of 1
+  EXPECT_THROW(llama_chunks(ids, 501, 1), Error);                      // not one whole chunk
+  EXPECT_THROW(llama_chunks(ids, 2, 1), Error);                        // nothing after the half
+}
+
+TEST(Perplexity, ChunksSumTheLogprobsOfTheirSecondHalves) {
+  const std::vector<int> ids = story_ids();
+  const auto& windows = goldens()["perplexity"]["runs"][0];  // context 64, stride 64: the chunks, scored whole
+  ASSERT_EQ(windows["context"].get<int>(), 64);
+  ASSERT_EQ(windows["stride"].get<int>(), 64);
+  Engine engine(test::stories_path(), roomy());
+  for (const int bos : {-1, 1}) {
+    double expected = 0;
+    size_t tokens = 0;
+    for (size_t i = 0; i < 7; i++) {
+      std::vector<int> chunk(ids.begin() + static_cast<long>(64 * i), ids.begin() + static_cast<long>(64 * i + 64));
+      if (bos >= 0) chunk[0] = bos;
+      const std::vector<double> logprobs = every_logprob(engine, chunk);
+      if (bos < 0) {  // the whole chunk against transformers: window i of the goldens, 63 tokens
+        double whole = 0;
+        for (size_t j = 1; j < 64; j++) whole -= logprobs[j];
+        const auto& golden = windows["windows"][i];
+        ASSERT_EQ(golden[3].get<int>(), 63);
+        EXPECT_NEAR(whole, 63 * golden[4].get<double>(), kPerTokenTolerance * 63) << "chunk " << i;
+      }
+      for (size_t j = 33; j < 64; j++) expected -= logprobs[j], tokens++;
+    }
+    const PerplexityResult ours = perplexity(engine, llama_chunks(ids, 64, bos));
+    EXPECT_EQ(ours.windows, 7);
+    EXPECT_EQ(ours.tokens_scored, tokens);
+    EXPECT_NEAR(ours.nll_sum, expected, 1e-5 * static_cast<double>(tokens)) << "bos " << bos;
+  }
+}
+
 TEST(ScoreCli, ScoresTextRowsKeepsOrderAndReportsMalformedLines) {
   const auto& model = goldens()["models"]["stories260K"];
   test::TempDir dir;
@@ -288,6 +369,19 @@ TEST(ScoreCli, PerplexityPrintsOneJsonLine) {
   EXPECT_EQ(json["tokens_scored"], run["exact_tokens"]);
   EXPECT_NEAR(json["perplexity"].get<double>(), run["exact_perplexity"].get<double>(),
               run["exact_perplexity"].get<double>() * kPerTokenTolerance);
+  // --chunks: llama-perplexity's chunks of --context tokens (7 of 64 here, 31 tokens scored each).
+  const auto chunks = test::layerwise({"perplexity", "--model", test::stories_path(), "--text",
+                                       test::source_path(goldens()["perplexity"]["text"].get<std::string>()), "--context", "64",
+                                       "--chunks", "--quiet"});
+  ASSERT_EQ(chunks.exit_code, 0) << chunks.err;
+  const auto chunk_json = nlohmann::json::parse(chunks.out);
+  EXPECT_EQ(chunk_json["tokens_scored"], 217);
+  EXPECT_EQ(chunk_json["chunks"], 7);
+  EXPECT_EQ(chunk_json["text_tokens"], 500);
+  EXPECT_FALSE(chunk_json.contains("stride"));
+  const auto both = test::layerwise({"perplexity", "--model", test::stories_path(), "--text", "x", "--chunks", "--stride", "8"});
+  EXPECT_EQ(both.exit_code, 2);
+  EXPECT_NE(both.err.find("--stride excludes --chunks"), std::string::npos) << both.err;
   const auto bad = test::layerwise({"perplexity", "--model", test::stories_path(), "--text", "/nonexistent.txt"});
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.err.find("/nonexistent.txt"), std::string::npos) << bad.err;

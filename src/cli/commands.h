@@ -63,6 +63,7 @@ struct PerplexityArgs {
   std::string text;
   std::string save_logprobs, kl_divergence;  // files (score/divergence.h)
   int context = 0, stride = 0;
+  bool chunks = false;  // llama-perplexity's chunks instead of sliding windows
 };
 
 struct BenchArgs {

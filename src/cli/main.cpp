@@ -155,13 +155,20 @@ int main(int argc, char** argv) {
       ->check(number(Wanted::PositiveInteger));
 
   PerplexityArgs perplexity_args;
-  auto* perplexity = app.add_subcommand("perplexity", "Perplexity of a text file, in sliding windows as transformers' guide computes it");
+  auto* perplexity = app.add_subcommand(
+      "perplexity", "Perplexity of a text file, in sliding windows as transformers' guide computes it, or in llama-perplexity's chunks");
   add_run_options(perplexity, perplexity_args.run);
   perplexity->add_option("--text", perplexity_args.text, "The text file")->required();
-  perplexity->add_option("--context", perplexity_args.context, "Window length in tokens (default: the model's max positions, at most 4096)")
+  perplexity->add_option("--context", perplexity_args.context,
+                         "Window (or chunk) length in tokens (default: the model's max positions, at most 4096)")
       ->check(number(Wanted::PositiveInteger, 2));
-  perplexity->add_option("--stride", perplexity_args.stride, "Tokens between window starts (default: half the window)")
-      ->check(number(Wanted::PositiveInteger));
+  auto* stride = perplexity->add_option("--stride", perplexity_args.stride, "Tokens between window starts (default: half the window)")
+                     ->check(number(Wanted::PositiveInteger));
+  perplexity->add_flag("--chunks", perplexity_args.chunks,
+                       "Score the positions llama-perplexity -c CONTEXT scores: the text cut into back-to-back chunks of "
+                       "--context tokens (a partial last chunk unused), each run alone (its first token replaced by BOS "
+                       "if the tokenizer adds one), scoring the tokens after its first half")
+      ->excludes(stride);
   perplexity->add_option("--save-logprobs", perplexity_args.save_logprobs,
                          "Also write every scored position's log-probabilities to this file (float32, vocab x tokens: "
                          "large), for --kl-divergence runs of another model on the same text");

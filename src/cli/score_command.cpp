@@ -1,5 +1,5 @@
 // `layerwise score` (log-likelihoods of choices after a prefix, rows read from JSON lines) and
-// `layerwise perplexity` (sliding windows over a text file).
+// `layerwise perplexity` (sliding windows or llama-perplexity's chunks over a text file).
 #include <unistd.h>
 
 #include <algorithm>
@@ -300,22 +300,28 @@ int run_perplexity(const PerplexityArgs& args) {
   Engine engine(args.run.model, engine_options(args.run));
   tokenizer.check_fits_model(engine.config().vocab_size);
   const int context = args.context > 0 ? args.context : static_cast<int>(std::min<int64_t>(context_limit(engine.config()), 4096));
-  check_context(engine.config(), context, args.run.allow_long_context, "windows of --context " + std::to_string(context) + " tokens");
+  check_context(engine.config(), context, args.run.allow_long_context,
+                (args.chunks ? "chunks of --context " : "windows of --context ") + std::to_string(context) + " tokens");
   const int stride = args.stride > 0 ? args.stride : std::max(1, context / 2);
+  // llama.cpp puts BOS first in every chunk when its tokenizer adds one: ours did if ids start with it.
+  const std::optional<int32_t> bos = tokenizer.bos_id();
+  const int chunk_bos = bos && !ids.empty() && ids[0] == *bos ? *bos : -1;
+  const PerplexityPlan plan = args.chunks ? llama_chunks(ids, context, chunk_bos) : sliding_windows(ids, context, stride);
+  const std::vector<size_t> positions = plan.positions();
   const int vocab = engine.config().vocab_size;
   std::optional<DivergenceMeter> divergence;
-  if (!args.kl_divergence.empty()) divergence.emplace(args.kl_divergence, vocab, ids);
+  if (!args.kl_divergence.empty()) divergence.emplace(args.kl_divergence, vocab, ids, positions);
   std::optional<RemovedOnSignal> guard;
   std::optional<LogprobWriter> saved;
   if (!args.save_logprobs.empty()) {
     guard.emplace(args.save_logprobs + ".tmp");
-    saved.emplace(args.save_logprobs, vocab, ids);
+    saved.emplace(args.save_logprobs, vocab, ids, positions);
   }
   std::optional<Progress> progress;
   const PerplexityResult result = perplexity(
-      engine, ids, context, stride,
+      engine, plan,
       [&](int done, int windows) {
-        if (!progress) progress.emplace("perplexity: windows", static_cast<uint64_t>(windows), args.run.quiet);
+        if (!progress) progress.emplace(args.chunks ? "perplexity: chunks" : "perplexity: windows", static_cast<uint64_t>(windows), args.run.quiet);
         progress->update(static_cast<uint64_t>(done));
       },
       [&](size_t position, const float* logits, int) {
@@ -325,8 +331,10 @@ int run_perplexity(const PerplexityArgs& args) {
   if (progress) progress->finish();
   if (saved) saved->commit();
   nlohmann::ordered_json json = {{"perplexity", result.perplexity()}, {"nll_sum", result.nll_sum},
-                                 {"tokens_scored", result.tokens_scored}, {"text_tokens", ids.size()},
-                                 {"windows", result.windows}, {"context", context}, {"stride", stride}};
+                                 {"tokens_scored", result.tokens_scored}, {"text_tokens", ids.size()}};
+  json[args.chunks ? "chunks" : "windows"] = result.windows;
+  json["context"] = context;
+  if (!args.chunks) json["stride"] = stride;
   if (divergence) {
     const DivergenceSummary d = divergence->summary();
     json["kl_divergence"] = {{"mean", d.mean}, {"mean_error", d.mean_error}, {"median", d.median}, {"p99", d.p99},
@@ -337,8 +345,12 @@ int run_perplexity(const PerplexityArgs& args) {
   }
   std::printf("%s\n", json.dump().c_str());
   if (!args.run.quiet) {
-    std::fprintf(stderr, "perplexity %.4f over %zu tokens (%d windows of up to %d tokens, stride %d)\n", result.perplexity(),
-                 result.tokens_scored, result.windows, context, stride);
+    if (args.chunks)
+      std::fprintf(stderr, "perplexity %.4f over %zu tokens (%d chunks of %d tokens, each scoring its last %d)\n", result.perplexity(),
+                   result.tokens_scored, result.windows, context, context - 1 - context / 2);
+    else
+      std::fprintf(stderr, "perplexity %.4f over %zu tokens (%d windows of up to %d tokens, stride %d)\n", result.perplexity(),
+                   result.tokens_scored, result.windows, context, stride);
     print_stream_report(engine, 0, args.run.profile);
   }
   return 0;

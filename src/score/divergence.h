@@ -3,10 +3,12 @@
 // them (`perplexity --kl-divergence`), as llama-perplexity's --kl-divergence-base and
 // --kl-divergence do. The file, little-endian:
 //
-//   "LWLOGPRB" | u32 version (1) | u32 vocab | u64 n (text tokens) | n x i32 token ids |
-//   (n - 1) x vocab x f32: the log-probabilities that predict tokens 1 .. n - 1, in that order
+//   "LWLOGPRB" | u32 version (2) | u32 vocab | u64 n (text tokens) | u64 m (positions scored) |
+//   n x i32 token ids | m x u64 positions, ascending, each in 1 .. n - 1 |
+//   m x vocab x f32: the log-probabilities that predict the token at each position, in that order
 //
-// The token ids make sure both runs read the same text with the same tokenizer.
+// The token ids make sure both runs read the same text with the same tokenizer, the positions
+// that both scored the same tokens (sliding windows score 1 .. n - 1, --chunks a subset).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -17,11 +19,12 @@ namespace lw {
 class LogprobWriter {
  public:
   // Creates PATH.tmp, renamed to PATH by commit(); removed if the writer dies uncommitted.
-  LogprobWriter(std::string path, int vocab, const std::vector<int>& tokens);
+  // `positions`: those the run will add, ascending, each in 1 .. tokens.size() - 1.
+  LogprobWriter(std::string path, int vocab, const std::vector<int>& tokens, const std::vector<size_t>& positions);
   ~LogprobWriter();
   LogprobWriter(const LogprobWriter&) = delete;
   LogprobWriter& operator=(const LogprobWriter&) = delete;
-  // The logits that predict tokens[position] (1 <= position < n), in any order.
+  // The logits that predict tokens[position] (one of the positions), in any order.
   void add(size_t position, const float* logits);
   void commit();  // throws unless every position was added
   const std::string& temporary_path() const { return temp_path_; }
@@ -31,7 +34,8 @@ class LogprobWriter {
   int fd_ = -1;
   int vocab_;
   uint64_t rows_offset_ = 0;
-  std::vector<bool> written_;
+  std::vector<size_t> positions_;
+  std::vector<bool> written_;  // per position
   std::vector<float> row_;
 };
 
@@ -45,8 +49,9 @@ struct DivergenceSummary {
 class DivergenceMeter {
  public:
   // Opens a file LogprobWriter wrote; throws lw::Error naming it when it is malformed, or was
-  // saved for another vocabulary or another token sequence.
-  DivergenceMeter(const std::string& path, int vocab, const std::vector<int>& tokens);
+  // saved for another vocabulary, another token sequence or other positions than `positions`
+  // (those this run will add).
+  DivergenceMeter(const std::string& path, int vocab, const std::vector<int>& tokens, const std::vector<size_t>& positions);
   ~DivergenceMeter();
   DivergenceMeter(const DivergenceMeter&) = delete;
   DivergenceMeter& operator=(const DivergenceMeter&) = delete;
@@ -58,7 +63,8 @@ class DivergenceMeter {
   int fd_ = -1;
   int vocab_;
   uint64_t rows_offset_ = 0;
-  std::vector<double> divergences_;  // per position - 1; NaN until added
+  std::vector<size_t> positions_;
+  std::vector<double> divergences_;  // per position; NaN until added
   std::vector<bool> same_top_;
   std::vector<float> saved_;
 };

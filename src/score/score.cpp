@@ -223,31 +223,60 @@ std::vector<RowScore> score_rows(Engine& engine, const std::vector<ScoreRow>& in
 
 double PerplexityResult::perplexity() const { return tokens_scored ? std::exp(nll_sum / static_cast<double>(tokens_scored)) : 0; }
 
-PerplexityResult perplexity(Engine& engine, const std::vector<int>& tokens, int context, int stride,
-                            const std::function<void(int, int)>& on_progress,
-                            const std::function<void(size_t, const float*, int)>& on_logits) {
+std::vector<size_t> PerplexityPlan::positions() const {
+  std::vector<size_t> out;
+  for (size_t w = 0; w < windows.size(); w++)
+    for (size_t j = 0; j < windows[w].choices[0].size(); j++) out.push_back(first_scored[w] + j);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+PerplexityPlan sliding_windows(const std::vector<int>& tokens, int context, int stride) {
   if (context < 2) fail("--context must be at least 2 tokens");
   if (stride < 1 || stride > context) fail("--stride must be between 1 and --context");
   if (tokens.size() < 2) fail("the text has fewer than 2 tokens: nothing to score");
   // Windows as the transformers guide makes them; window w scores its last trg_len tokens,
   // except its first token (nothing predicts it).
-  std::vector<ScoreRow> windows;
-  std::vector<size_t> first_scored;  // per window: the text position of its first scored token
+  PerplexityPlan plan;
   size_t previous_end = 0;
   for (size_t begin = 0; begin < tokens.size(); begin += static_cast<size_t>(stride)) {
     const size_t end = std::min(begin + static_cast<size_t>(context), tokens.size());
     const size_t target_length = end - previous_end;
     const size_t split = std::max<size_t>(1, end - begin - target_length);
     if (split < end - begin) {
-      first_scored.push_back(begin + split);
-      windows.push_back({std::vector<int>(tokens.begin() + static_cast<long>(begin), tokens.begin() + static_cast<long>(begin + split)),
-                         {std::vector<int>(tokens.begin() + static_cast<long>(begin + split), tokens.begin() + static_cast<long>(end))}});
+      plan.first_scored.push_back(begin + split);
+      plan.windows.push_back({std::vector<int>(tokens.begin() + static_cast<long>(begin), tokens.begin() + static_cast<long>(begin + split)),
+                              {std::vector<int>(tokens.begin() + static_cast<long>(begin + split), tokens.begin() + static_cast<long>(end))}});
     }
     previous_end = end;
     if (end == tokens.size()) break;
   }
+  return plan;
+}
+
+PerplexityPlan llama_chunks(const std::vector<int>& tokens, int context, int bos) {
+  // Fewer than 3 tokens leave a chunk nothing after its half to score.
+  if (context < 3) fail("--context must be at least 3 tokens with --chunks");
+  const size_t length = static_cast<size_t>(context);
+  if (tokens.size() < length)
+    fail("the text has " + std::to_string(tokens.size()) + " tokens, fewer than one chunk of --context " + std::to_string(context));
+  // The prefix runs up to the position whose logits predict the first scored token.
+  const size_t split = length / 2 + 1;
+  PerplexityPlan plan;
+  for (size_t begin = 0; begin + length <= tokens.size(); begin += length) {
+    std::vector<int> prefix(tokens.begin() + static_cast<long>(begin), tokens.begin() + static_cast<long>(begin + split));
+    if (bos >= 0) prefix[0] = bos;
+    plan.first_scored.push_back(begin + split);
+    plan.windows.push_back({std::move(prefix),
+                            {std::vector<int>(tokens.begin() + static_cast<long>(begin + split), tokens.begin() + static_cast<long>(begin + length))}});
+  }
+  return plan;
+}
+
+PerplexityResult perplexity(Engine& engine, const PerplexityPlan& plan, const std::function<void(int, int)>& on_progress,
+                            const std::function<void(size_t, const float*, int)>& on_logits) {
   PerplexityResult result;
-  result.windows = static_cast<int>(windows.size());
+  result.windows = static_cast<int>(plan.windows.size());
   ScoreOptions options;
   int done = 0;
   options.on_row = [&](size_t, const RowScore& score) {
@@ -257,10 +286,16 @@ PerplexityResult perplexity(Engine& engine, const std::vector<int>& tokens, int 
   };
   if (on_logits)
     options.on_logits = [&](size_t row, int, int token, const float* logits, int vocab) {
-      on_logits(first_scored[row] + static_cast<size_t>(token), logits, vocab);
+      on_logits(plan.first_scored[row] + static_cast<size_t>(token), logits, vocab);
     };
-  score_rows(engine, windows, options);
+  score_rows(engine, plan.windows, options);
   return result;
+}
+
+PerplexityResult perplexity(Engine& engine, const std::vector<int>& tokens, int context, int stride,
+                            const std::function<void(int, int)>& on_progress,
+                            const std::function<void(size_t, const float*, int)>& on_logits) {
+  return perplexity(engine, sliding_windows(tokens, context, stride), on_progress, on_logits);
 }
 
 }  // namespace lw

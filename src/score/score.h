@@ -8,7 +8,7 @@
 // model, not one per row.
 //
 // perplexity: sliding windows over one long token sequence, as transformers' perplexity guide
-// computes it, several windows per sweep.
+// computes it, or llama-perplexity's chunks; several windows per sweep.
 #pragma once
 #include <cstddef>
 #include <functional>
@@ -66,11 +66,34 @@ struct PerplexityResult {
   double perplexity() const;
 };
 
+// Which windows of a text run and which of their positions are scored: each window is one row
+// (its unscored head as the prefix, its scored tail as the one choice).
+struct PerplexityPlan {
+  std::vector<ScoreRow> windows;
+  std::vector<size_t> first_scored;  // per window: the text position its choice starts at
+  // The text positions scored (each predicted by the logits of the position before), ascending.
+  std::vector<size_t> positions() const;
+};
+
 // transformers' sliding-window perplexity: windows of at most `context` tokens starting every
 // `stride` tokens; each window scores only the tokens the previous window did not reach (its
-// first token never: it has no prediction). stride <= context.
+// first token never: it has no prediction), so every position 1 .. tokens.size() - 1 once.
+// stride <= context.
+PerplexityPlan sliding_windows(const std::vector<int>& tokens, int context, int stride);
+
+// llama-perplexity's chunks: tokens.size() / context chunks of `context` tokens back to back (the
+// rest of the text unused), each run alone with its first token replaced by `bos` when bos >= 0
+// (llama.cpp does so for a model whose tokenizer adds BOS), each scoring its positions
+// context / 2 + 1 .. context - 1: context - 1 - context / 2 tokens a chunk.
+PerplexityPlan llama_chunks(const std::vector<int>& tokens, int context, int bos);
+
 // on_logits, when set, gets the logits (vocab floats) that predict tokens[position], for every
-// scored position (each of 1 .. tokens.size() - 1 exactly once), in no particular order.
+// position of plan.positions() exactly once, in no particular order.
+PerplexityResult perplexity(Engine& engine, const PerplexityPlan& plan,
+                            const std::function<void(int windows_done, int windows)>& on_progress = {},
+                            const std::function<void(size_t position, const float* logits, int vocab)>& on_logits = {});
+
+// perplexity(engine, sliding_windows(tokens, context, stride), ...).
 PerplexityResult perplexity(Engine& engine, const std::vector<int>& tokens, int context, int stride,
                             const std::function<void(int windows_done, int windows)>& on_progress = {},
                             const std::function<void(size_t position, const float* logits, int vocab)>& on_logits = {});
