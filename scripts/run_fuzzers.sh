@@ -43,12 +43,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Runs one target; its report goes to $work/<target>.report, its exit status to $work/<target>.status.
 run_target() {
   local target="$1" seeds="$2" dict="$3"
   local corpus="$work/corpus-$target" log="$work/$target.log"
   mkdir -p "$corpus"
   cp -R "$seeds/." "$corpus/"
-  echo "== $target: ${seconds}s on $(ls "$corpus" | wc -l) seeds"
   local status=0
   # -timeout: one input taking over 10 s is a finding; -rss_limit_mb: so is blowing 2 GiB.
   # The outer timeout only guards against a hang of libFuzzer itself.
@@ -56,22 +56,41 @@ run_target() {
     "$build_dir/fuzz/$target" "$corpus" \
       -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -dict="$dict" \
       -artifact_prefix="$artifacts/$target-" >"$log" 2>&1 || status=$?
-  # libFuzzer prints periodic lines "#N ... cov: C ft: F corp: K ... exec/s: E"; show the last one.
-  grep -E '^#[0-9]+' "$log" | tail -n 1 || true
-  grep -E '^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' "$log" || true
+  {
+    echo "== $target: ${seconds}s on $(ls "$seeds" | wc -l) seeds"
+    # libFuzzer prints periodic lines "#N ... cov: C ft: F corp: K ... exec/s: E"; show the last one.
+    grep -E '^#[0-9]+' "$log" | tail -n 1 || true
+    grep -E '^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' "$log" || true
+  } >"$work/$target.report"
+  echo "$status" >"$work/$target.status"
+}
+
+# Each target is one process on one core: run $jobs of them at a time, each for its full time.
+targets=(
+  "fuzz_safetensors_header $repo/fuzz/corpus/safetensors $repo/fuzz/safetensors.dict"
+  "fuzz_manifest $repo/fuzz/corpus/manifest $repo/fuzz/manifest.dict"
+  "fuzz_gguf $repo/fuzz/corpus/gguf $repo/tests/fixtures/gguf/fuzz_gguf.dict"
+  "fuzz_tokenizer_json $repo/fuzz/corpus/tokenizer $repo/fuzz/tokenizer_json.dict"
+)
+echo "== running ${#targets[@]} targets, $jobs at a time"
+for entry in "${targets[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+  # shellcheck disable=SC2086
+  run_target $entry &
+done
+wait
+for entry in "${targets[@]}"; do
+  target="${entry%% *}"
+  cat "$work/$target.report"
+  status="$(cat "$work/$target.status")"
   if [ "$status" -ne 0 ]; then
-    echo "!! $target failed (exit $status); log: $log" >&2
+    echo "!! $target failed (exit $status); log: $work/$target.log" >&2
     # The sanitizer / libFuzzer report, without the periodic progress lines.
-    grep -vE '^#[0-9]+' "$log" | tail -n 60 >&2
+    grep -vE '^#[0-9]+' "$work/$target.log" | tail -n 60 >&2
     ls "$artifacts"/"$target"-* 2>/dev/null | sed 's/^/!! reproducer: /' >&2 || true
     failed+=("$target")
   fi
-}
-
-run_target fuzz_safetensors_header "$repo/fuzz/corpus/safetensors" "$repo/fuzz/safetensors.dict"
-run_target fuzz_manifest "$repo/fuzz/corpus/manifest" "$repo/fuzz/manifest.dict"
-run_target fuzz_gguf "$repo/fuzz/corpus/gguf" "$repo/tests/fixtures/gguf/fuzz_gguf.dict"
-run_target fuzz_tokenizer_json "$repo/fuzz/corpus/tokenizer" "$repo/fuzz/tokenizer_json.dict"
+done
 
 if [ "${#failed[@]}" -ne 0 ]; then
   echo "run_fuzzers: findings in: ${failed[*]} (logs and reproducers kept in $work)" >&2

@@ -8,7 +8,9 @@ dir=build
 flags=(-DCMAKE_BUILD_TYPE=Release)
 if [[ "${1:-}" == "--sanitize" ]]; then
   dir=build-asan
-  flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DLAYERWISE_SANITIZE=ON)
+  # -g1: line tables are all a sanitizer report needs, and full debug information costs a sixth
+  # of the build's compile time.
+  flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DLAYERWISE_SANITIZE=ON "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG")
 fi
 cmake -S . -B "$dir" "${flags[@]}" >/dev/null
 cmake --build "$dir" -j"$(nproc)"

@@ -3,12 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <random>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "attention_reference.h"
+#include "kernel_helpers.h"
 #include "backend/backend.h"
 #include "common/error.h"
 #include "format/dtype.h"
@@ -16,29 +16,8 @@
 namespace lw {
 namespace {
 
-const std::vector<std::string> kLevels = {"portable", "avx2", "avx512", "amx"};
-
-std::vector<float> random_values(size_t n, uint32_t seed, float scale = 1) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> dist(0, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(gen);
-  return v;
-}
-
-// The backend at `level`, or null when this CPU lacks it (the test then skips).
-std::unique_ptr<Backend> backend_at(const std::string& level, int threads = 2) {
-  try {
-    return make_cpu_backend(threads, level);
-  } catch (const Error&) {
-    return nullptr;
-  }
-}
-
-#define BACKEND_OR_SKIP(name, level)                                              \
-  auto name = backend_at(level);                                                 \
-  if (!name) GTEST_SKIP() << "this CPU cannot run the " << (level) << " kernels"; \
-  ASSERT_STREQ(name->kernel_set(), std::string(level).c_str())
+using test::kLevels;
+using test::random_values;
 
 struct Matrix {
   std::vector<char> stored;

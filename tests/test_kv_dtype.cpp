@@ -6,7 +6,6 @@
 
 #include <cmath>
 #include <cstring>
-#include <random>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -16,6 +15,7 @@
 #include "common/sizes.h"
 #include "format/dtype.h"
 #include "attention_reference.h"
+#include "kernel_helpers.h"
 #include "helpers.h"
 #include "model/config.h"
 #include "plan/plan.h"
@@ -26,29 +26,8 @@
 namespace lw {
 namespace {
 
-const std::vector<std::string> kLevels = {"portable", "avx2", "avx512", "amx"};
-
-std::vector<float> random_values(size_t n, uint32_t seed, float scale = 1) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> dist(0, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(gen);
-  return v;
-}
-
-// The backend at `level`, or null when this CPU lacks it (the test then skips, naming the level).
-std::unique_ptr<Backend> backend_at(const std::string& level) {
-  try {
-    return make_cpu_backend(2, level);
-  } catch (const Error&) {
-    return nullptr;
-  }
-}
-
-#define BACKEND_OR_SKIP(name, level)                                              \
-  auto name = backend_at(level);                                                 \
-  if (!name) GTEST_SKIP() << "this CPU cannot run the " << (level) << " kernels"; \
-  ASSERT_STREQ(name->kernel_set(), std::string(level).c_str())
+using test::kLevels;
+using test::random_values;
 
 uint16_t rounded_bits(DType dtype, float x) { return dtype == DType::F16 ? f32_to_f16(x) : f32_to_bf16(x); }
 float widened(DType dtype, uint16_t bits) { return dtype == DType::F16 ? f16_to_f32(bits) : bf16_to_f32(bits); }

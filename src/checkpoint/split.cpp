@@ -210,10 +210,9 @@ DType split_tensor_type(const std::string& scheme, Role role, int layer, int lay
     if (scheme == s.name) found = &s;
   if (!found) fail("--quantize " + scheme, "is not a quantization scheme (choose one of " + quantize_schemes() + ")");
   DType type = found->type;
-  if (scheme == "q4_k_m") {
-    if (role == Role::LmHead || (role == Role::Embed && tied_embeddings)) type = DType::Q6_K;
-    else if ((role == Role::Wv || role == Role::Wdown) && use_more_bits(layer, layers)) type = DType::Q6_K;
-  }
+  // As llama-quantize: the head (the embedding when tied to it) in Q6_K for every scheme but Q8_0.
+  if ((role == Role::LmHead || (role == Role::Embed && tied_embeddings)) && type != DType::Q8_0) type = DType::Q6_K;
+  else if (scheme == "q4_k_m" && (role == Role::Wv || role == Role::Wdown) && use_more_bits(layer, layers)) type = DType::Q6_K;
   const uint64_t row = static_cast<uint64_t>(shape.back());
   if (row % dtype_format(type).block_elements != 0) {
     switch (type) {

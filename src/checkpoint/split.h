@@ -35,10 +35,10 @@ const std::string& quantize_schemes();
 bool quantize_scheme_known(const std::string& scheme);
 
 // The type a split with --quantize `scheme` stores one tensor in. Vectors keep `source` (their
-// float type). A matrix gets the scheme's type: every matrix alike for the single-type schemes,
-// llama.cpp's Q4_K_M mix for "q4_k_m" (Q6_K for lm_head, and for the embedding when it is tied
-// to it; Q6_K for v_proj and down_proj on the "more bits" layers: the first and last eighth and
-// every third between; Q4_K for the rest). A row length that is not a multiple of the type's
+// float type). As llama-quantize, lm_head (and the embedding when it is tied to it) is Q6_K for
+// every scheme but q8_0. Other matrices get the scheme's type: every matrix alike for the
+// single-type schemes, llama.cpp's Q4_K_M mix for "q4_k_m" (Q6_K for v_proj and down_proj on the
+// "more bits" layers: the first and last eighth and every third between; Q4_K for the rest). A row length that is not a multiple of the type's
 // block falls back as llama.cpp does (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, IQ4_XS ->
 // IQ4_NL), and to `source` when not even a multiple of 32.
 DType split_tensor_type(const std::string& scheme, Role role, int layer, int layers, bool tied_embeddings,

@@ -210,8 +210,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"f32", "f16", "bf16", "float32", "float16", "bfloat16"}));
   split->add_option("--quantize", split_options.quantize,
                     "Quantize the weight matrices of a float checkpoint (HF or F32/F16/BF16 GGUF): q8_0, q4_0, q4_k, "
-                    "q5_k, q6_k or iq4_xs (every matrix in that type), or q4_k_m (llama.cpp's mix: Q6_K for lm_head "
-                    "and some v_proj/down_proj, Q4_K elsewhere). Rows not a multiple of 256 fall back to a 32-block "
+                    "q5_k, q6_k or iq4_xs (every matrix in that type), or q4_k_m (llama.cpp's mix: Q6_K for some "
+                    "v_proj/down_proj, Q4_K elsewhere). As llama-quantize, lm_head (the embedding when tied) is Q6_K "
+                    "but for q8_0. Rows not a multiple of 256 fall back to a 32-block "
                     "type (Q4_K->Q5_0, Q5_K->Q5_1, Q6_K->Q8_0, IQ4_XS->IQ4_NL); norms and other vectors stay float. "
                     "Not with --dtype; a quantized source is refused")
       ->check(CLI::IsMember({"q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "iq4_xs", "q4_k_m"}));
