@@ -182,7 +182,7 @@ TEST(Perplexity, MatchesTransformersSlidingWindows) {
   Engine engine(test::stories_path(), roomy());
   for (const auto& run : golden["runs"]) {
     const int context = run["context"].get<int>(), stride = run["stride"].get<int>();
-    const PerplexityResult ours = perplexity(engine, ids, context, stride);
+    const PerplexityResult ours = perplexity(engine, sliding_windows(ids, context, stride));
     // The exact sums over the tokens each window scores; the guide's own arithmetic weights each
     // window after the first by one token less than it averages over (see the README), which
     // differs when stride < context.

@@ -292,10 +292,4 @@ PerplexityResult perplexity(Engine& engine, const PerplexityPlan& plan, const st
   return result;
 }
 
-PerplexityResult perplexity(Engine& engine, const std::vector<int>& tokens, int context, int stride,
-                            const std::function<void(int, int)>& on_progress,
-                            const std::function<void(size_t, const float*, int)>& on_logits) {
-  return perplexity(engine, sliding_windows(tokens, context, stride), on_progress, on_logits);
-}
-
 }  // namespace lw

@@ -93,9 +93,4 @@ PerplexityResult perplexity(Engine& engine, const PerplexityPlan& plan,
                             const std::function<void(int windows_done, int windows)>& on_progress = {},
                             const std::function<void(size_t position, const float* logits, int vocab)>& on_logits = {});
 
-// perplexity(engine, sliding_windows(tokens, context, stride), ...).
-PerplexityResult perplexity(Engine& engine, const std::vector<int>& tokens, int context, int stride,
-                            const std::function<void(int windows_done, int windows)>& on_progress = {},
-                            const std::function<void(size_t position, const float* logits, int vocab)>& on_logits = {});
-
 }  // namespace lw
